@@ -1,0 +1,122 @@
+"""Audio I/O and normalisation: decode, mono, resample, window, pad, level.
+
+soundfile (libsndfile >= 1.1) decodes wav/flac/ogg/mp3; soxr resamples.
+Writes are atomic: a partially written file never carries the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus"})
+
+
+class AudioDecodeError(ValueError):
+    """A file could not be turned into usable audio; ``reason`` is a short machine-readable tag."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def is_audio_file(path: Path) -> bool:
+    return path.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int, int]:
+    """Decode a file to float32 of shape (frames, channels); returns (audio, rate, channels)."""
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile raises a few different types for bad files
+        raise AudioDecodeError("unreadable", f"{type(exc).__name__}: {exc}") from exc
+    if audio.shape[0] == 0:
+        raise AudioDecodeError("empty", "file holds zero samples")
+    if not np.isfinite(audio).all():
+        raise AudioDecodeError("non_finite", "audio contains NaN or infinite samples")
+    return audio, int(rate), int(audio.shape[1])
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    return audio.mean(axis=1) if audio.ndim == 2 else audio
+
+
+def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    if rate_in == rate_out:
+        return audio.astype(np.float32, copy=False)
+    return soxr.resample(audio, rate_in, rate_out, quality="HQ").astype(np.float32)
+
+
+def peak_db(audio: np.ndarray) -> float:
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return 20.0 * np.log10(peak) if peak > 0 else -np.inf
+
+
+def split_into_windows(audio: np.ndarray, window: int, max_windows: int, min_fraction: float) -> list[np.ndarray]:
+    """Cut into non-overlapping clip-length windows; pad short events and a long-enough tail.
+
+    A recording shorter than one window is one (padded) window however short it is:
+    single events (a gunshot, one footstep) are valid clips.
+    """
+    if audio.shape[0] <= window:
+        return [pad_to(audio, window)]
+    windows = []
+    for start in range(0, audio.shape[0], window):
+        piece = audio[start : start + window]
+        if piece.shape[0] < window and piece.shape[0] < min_fraction * window:
+            break
+        windows.append(pad_to(piece, window))
+        if len(windows) == max_windows:
+            break
+    return windows
+
+
+def pad_to(audio: np.ndarray, length: int) -> np.ndarray:
+    if audio.shape[0] >= length:
+        return audio[:length]
+    return np.pad(audio, (0, length - audio.shape[0]))
+
+
+def normalise_peak(audio: np.ndarray, target_peak: float) -> np.ndarray:
+    peak = float(np.max(np.abs(audio)))
+    return (audio * (target_peak / peak)).astype(np.float32) if peak > 0 else audio
+
+
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype(np.int16)
+
+
+def content_hash(audio: np.ndarray) -> str:
+    """Hash of the 16-bit PCM samples: the clip's identity, whatever file it came from."""
+    return hashlib.sha256(pcm16(audio).tobytes()).hexdigest()
+
+
+def write_wav_atomic(path: Path, audio: np.ndarray, rate: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".wav.tmp")
+    os.close(fd)
+    try:
+        sf.write(tmp, pcm16(audio), rate, subtype="PCM_16", format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

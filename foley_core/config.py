@@ -1,0 +1,318 @@
+"""Profiles: one YAML file per profile in ``configs/``, validated on load.
+
+Every knob of the pipeline lives here, so the code paths are the same for the
+``smoke`` (tests), ``cpu`` (embedded default) and ``paper`` (GPU) profiles.
+An unknown key or a bad value fails with the key path and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "configs"
+
+# DCASE 2023 Task 7 class ids (fixed by the challenge).
+DCASE_CLASS_IDS = {
+    "DogBark": 0,
+    "Footstep": 1,
+    "GunShot": 2,
+    "Keyboard": 3,
+    "MovingMotorVehicle": 4,
+    "Rain": 5,
+    "Sneeze_Cough": 6,
+}
+
+
+class ConfigError(ValueError):
+    """A profile could not be loaded; the message names the key and the reason."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(_Strict):
+    data_dir: Path = Path("data")  # DVC-tracked raw data (data.dvc)
+    artifacts_dir: Path  # versioned pipeline artifacts (datasets, models, caches)
+    outputs_dir: Path = Path("outputs")  # per-run reports and exports
+
+
+class AudioConfig(_Strict):
+    sample_rate: int = Field(16000, ge=8000, le=48000)
+    clip_seconds: float = Field(4.0, gt=0, le=30)
+    output_sample_rate: int = Field(22050, ge=8000, le=48000)
+    n_fft: int = Field(1024, ge=64)
+    win_length: int = Field(1024, ge=64)
+    hop_length: int = Field(160, ge=16)
+    n_mels: int = Field(64, ge=8, le=256)
+    f_min: float = Field(0.0, ge=0)
+    f_max: float = Field(8000.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_mel(self) -> "AudioConfig":
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
+        if self.f_max > self.sample_rate / 2:
+            raise ValueError(f"f_max ({self.f_max}) must be <= sample_rate/2 ({self.sample_rate / 2})")
+        if self.f_min >= self.f_max:
+            raise ValueError(f"f_min ({self.f_min}) must be < f_max ({self.f_max})")
+        return self
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+
+class ClassConfig(_Strict):
+    """One target class and its generation settings (DESIGN.md table)."""
+
+    name: str = Field(min_length=1)
+    id: int = Field(ge=0)
+    prompts: list[str] = Field(min_length=1)
+    candidates: int = Field(3, ge=1, le=64)
+    guidance: float = Field(2.5, ge=0)
+    clap_floor: float | None = Field(None, ge=-1, le=1)
+    model: Literal["small", "big"] = "small"
+
+    @field_validator("prompts")
+    @classmethod
+    def _non_empty_prompts(cls, prompts: list[str]) -> list[str]:
+        for prompt in prompts:
+            if not prompt.strip():
+                raise ValueError("prompts must not contain empty strings")
+        return prompts
+
+
+class SyntheticSource(_Strict):
+    """The built-in procedural Foley synthesiser: written into ``path`` (DCASE layout + captions.csv)."""
+
+    kind: Literal["synthetic"]
+    path: Path
+    clips_per_class: int = Field(ge=1)
+    extra_types: list[str] = []  # non-DCASE sound types for a broader pre-training corpus
+    clips_per_extra_type: int = Field(0, ge=0)
+
+
+class FolderSource(_Strict):
+    """DCASE dev-set layout ``<root>/<Class>/*.wav``; a ``captions.csv`` at the root is used if present."""
+
+    kind: Literal["folder"]
+    path: Path
+
+
+class CaptionedCsvSource(_Strict):
+    """A captioned corpus: CSV with columns ``path,caption[,class]`` (paths relative to the CSV)."""
+
+    kind: Literal["captioned_csv"]
+    path: Path
+
+
+Source = Annotated[SyntheticSource | FolderSource | CaptionedCsvSource, Field(discriminator="kind")]
+
+
+class DataConfig(_Strict):
+    sources: list[Source] = Field(min_length=1)
+    extra_classes: list[str] = []  # accepted class names besides the target classes (pre-training only)
+    val_fraction: float = Field(0.15, ge=0, lt=1)
+    max_windows_per_file: int = Field(4, ge=1)  # long recordings are cut into at most this many clips
+    min_window_fraction: float = Field(0.5, gt=0, le=1)  # keep a trailing partial window if at least this long
+    silence_threshold_db: float = Field(-60.0, le=0)  # peak below this -> "silent"
+    target_peak: float = Field(0.9, gt=0, le=1)
+
+
+class DvcConfig(_Strict):
+    enabled: bool = True
+    remote: str = "local"
+    auto_track: bool = True  # raw_foley_data runs `dvc add` + `dvc push` when data/ changed
+
+
+class ClapConfig(_Strict):
+    source: Literal["trained", "laion"] = "trained"
+    checkpoint: Path | None = None  # laion: local .pt path (e.g. 630k-audioset-best.pt)
+    text_tower: Literal["minilm", "transformer", "roberta"] = "minilm"
+    audio_tower: str = "Cnn6"
+    embed_dim: int = Field(512, ge=8)
+    steps: int = Field(300, ge=0)
+    batch_size: int = Field(32, ge=2)
+    learning_rate: float = Field(1e-3, gt=0)
+
+
+class VaeConfig(_Strict):
+    block_out_channels: list[int] = Field([16, 32, 32], min_length=1)
+    latent_channels: int = Field(8, ge=1)
+    layers_per_block: int = Field(1, ge=1)
+    steps: int = Field(500, ge=0)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    kl_weight: float = Field(1e-6, ge=0)
+
+
+class UnetConfig(_Strict):
+    block_out_channels: list[int] = Field([32, 64, 64], min_length=1)
+    layers_per_block: int = Field(1, ge=1)
+    attention: bool = False
+    steps: int = Field(1500, ge=0)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    condition_dropout: float = Field(0.1, ge=0, lt=1)
+    ema_decay: float = Field(0.99, ge=0, lt=1)
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    train_timesteps: int = Field(1000, ge=10)
+
+
+class VocoderConfig(_Strict):
+    kind: Literal["hifigan", "griffinlim"] = "hifigan"
+    upsample_initial_channel: int = Field(64, ge=8)
+    steps: int = Field(500, ge=0)
+    batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    griffinlim_iters: int = Field(16, ge=1)
+
+
+class LdmConfig(_Strict):
+    pretrained_path: Path | None = None  # paper: a diffusers AudioLDM folder (cvssp/audioldm-s-full-v2 layout)
+    vae: VaeConfig = VaeConfig()
+    unet: UnetConfig = UnetConfig()
+    vocoder: VocoderConfig = VocoderConfig()
+
+
+class FinetuneConfig(_Strict):
+    train: Literal["adapter", "adapter+unet"] = "adapter"
+    steps: int = Field(300, ge=0)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+
+
+class TrainerConfig(_Strict):
+    """Passed to Lightning's Trainer: a GPU box or a cluster runs DDP by config alone."""
+
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    precision: str = "32-true"
+    checkpoint_every_n_steps: int = Field(100, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+
+class GenerationConfig(_Strict):
+    scheduler: Literal["ddim", "dpmsolver++"] = "ddim"
+    steps: int = Field(25, ge=1, le=1000)
+    clips_per_class: int = Field(10, ge=1)
+    clap_ceiling: float = Field(0.99, ge=-1, le=1)
+    max_regenerations: int = Field(2, ge=0)
+
+
+class WandbConfig(_Strict):
+    project: str = "foley-ldm"
+    mode: Literal["offline", "online", "disabled"] = "offline"
+
+
+class Profile(_Strict):
+    name: str
+    seed: int = 0
+    paths: PathsConfig
+    audio: AudioConfig = AudioConfig()
+    classes: list[ClassConfig] = Field(min_length=1)
+    data: DataConfig
+    dvc: DvcConfig = DvcConfig()
+    clap: ClapConfig = ClapConfig()
+    ldm: LdmConfig = LdmConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    generation: GenerationConfig = GenerationConfig()
+    wandb: WandbConfig = WandbConfig()
+
+    @model_validator(mode="after")
+    def _check_classes(self) -> "Profile":
+        names = [c.name for c in self.classes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate class names: {duplicates}")
+        overlap = sorted(set(names) & set(self.data.extra_classes))
+        if overlap:
+            raise ValueError(f"data.extra_classes repeats target classes: {overlap}")
+        return self
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def dataset_classes(self) -> list[str]:
+        """Every class a clip may carry: target classes first, then pre-training-only ones."""
+        return self.class_names + list(self.data.extra_classes)
+
+    def class_config(self, name: str) -> ClassConfig:
+        for c in self.classes:
+            if c.name == name:
+                return c
+        raise KeyError(f"unknown class {name!r}; configured: {', '.join(self.class_names)}")
+
+    def resolve(self, path: Path) -> Path:
+        """Relative paths in a profile are relative to the project root."""
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    def artifact_dir(self, *parts: str) -> Path:
+        """Where a pipeline stage keeps its versioned outputs for this profile."""
+        return self.resolve(self.paths.artifacts_dir).joinpath(*parts)
+
+    def fingerprint(self, *sections: str) -> str:
+        """Stable hash of the named config sections (for cache keys and code/data versions)."""
+        dumped = self.model_dump(mode="json", include=set(sections) if sections else None)
+        return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"invalid profile {source}:"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "<root>"
+        lines.append(f"  {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"}:
+        return candidate
+    return CONFIG_DIR / f"{name_or_path}.yaml"
+
+
+def load_profile(name_or_path: str | Path, overrides: dict | None = None) -> Profile:
+    """Load and validate a profile by name (``configs/<name>.yaml``) or path.
+
+    ``overrides`` is deep-merged over the file (tests use it to point paths at a tmp dir).
+    """
+    path = profile_path(name_or_path)
+    if not path.is_file():
+        available = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"no profile {str(name_or_path)!r} (looked for {path}); available: {', '.join(available)}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profile {path} must be a mapping at the top level")
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    try:
+        return Profile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path))) from None
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,64 @@
+"""The raw data stage: make sure the configured sources exist and version them.
+
+The data version is DVC's hash of ``data/`` (read from ``data.dvc``) when DVC tracks the
+data folder; for data outside it (tests, ad-hoc folders) a content hash of the sources.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from foley_core.config import PROJECT_ROOT, CaptionedCsvSource, Profile
+from foley_core.data.sources import Discovery, discover_all
+from foley_core.data.versioning import DvcError, dvc_file_for, folder_hash, read_dvc_hash, track
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RawDataSnapshot:
+    version: str
+    versioned_by: str  # "dvc" or "content-hash"
+    discovery: Discovery
+    warnings: list[str] = field(default_factory=list)
+
+    def files_per_class(self) -> dict[str, int]:
+        return dict(sorted(Counter(f.label for f in self.discovery.files).items()))
+
+    def rejected_per_reason(self) -> dict[str, int]:
+        return dict(sorted(Counter(r.reason for r in self.discovery.rejected).items()))
+
+
+def _source_roots(profile: Profile) -> list[Path]:
+    roots = []
+    for source in profile.data.sources:
+        path = profile.resolve(source.path)
+        roots.append(path.parent if isinstance(source, CaptionedCsvSource) else path)
+    return roots
+
+
+def dvc_tracks_data_dir(profile: Profile) -> bool:
+    data_dir = profile.resolve(profile.paths.data_dir)
+    return profile.dvc.enabled and data_dir.parent == PROJECT_ROOT and (PROJECT_ROOT / ".dvc").is_dir()
+
+
+def snapshot_raw_data(profile: Profile) -> RawDataSnapshot:
+    """Create missing synthetic sources, scan every source, and version the raw data."""
+    discovery = discover_all(profile, create_synthetic=True)
+    warnings: list[str] = []
+    if dvc_tracks_data_dir(profile):
+        data_dir = profile.resolve(profile.paths.data_dir)
+        if profile.dvc.auto_track:
+            try:
+                return RawDataSnapshot(track(data_dir, remote=profile.dvc.remote), "dvc", discovery)
+            except DvcError as exc:
+                warnings.append(f"DVC tracking failed, falling back to data.dvc / content hash: {exc}")
+                log.warning(warnings[-1])
+        recorded = read_dvc_hash(dvc_file_for(data_dir))
+        if recorded:
+            return RawDataSnapshot(recorded, "dvc", discovery, warnings)
+    digest = "-".join(folder_hash(root)[:12] for root in _source_roots(profile) if root.exists())
+    return RawDataSnapshot(digest or "empty", "content-hash", discovery, warnings)

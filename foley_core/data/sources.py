@@ -1,0 +1,175 @@
+"""Find the audio files of a data source and the class and caption of each.
+
+Three kinds of source (see ``configs/*.yaml``): the DCASE dev-set folder layout
+``<root>/<Class>/*``, a captioned corpus CSV ``path,caption[,class]``, and the built-in
+procedural synthesiser (written in the folder layout with a ``captions.csv``).
+Files that cannot belong to the dataset are reported, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from foley_core.audio import is_audio_file
+from foley_core.config import CaptionedCsvSource, FolderSource, Profile, SyntheticSource
+
+UNLABELLED = "_unlabelled"  # captioned clips without a class: pre-training only
+CAPTIONS_FILE = "captions.csv"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path  # absolute
+    label: str  # a dataset class, or UNLABELLED
+    caption: str
+    source: str  # which configured source it came from
+
+
+@dataclass(frozen=True)
+class Rejected:
+    path: str
+    label: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class Discovery:
+    files: list[SourceFile] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # non-audio files (licences, notes)
+
+    def extend(self, other: "Discovery") -> None:
+        self.files += other.files
+        self.rejected += other.rejected
+        self.ignored += other.ignored
+
+
+def default_caption(profile: Profile, label: str) -> str:
+    if label in profile.class_names:
+        return profile.class_config(label).prompts[0]
+    return label.replace("_", " ").lower()
+
+
+def discover_folder(root: Path, profile: Profile, source_name: str) -> Discovery:
+    """DCASE layout: one folder per class; a root ``captions.csv`` overrides default captions."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"data source {root} does not exist or is not a folder")
+    captions = _read_caption_map(root / CAPTIONS_FILE) if (root / CAPTIONS_FILE).is_file() else {}
+    allowed = set(profile.dataset_classes)
+    found = Discovery()
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file():
+            if is_audio_file(entry):
+                found.rejected.append(Rejected(str(entry), "", "no_class_folder", "audio file outside a <Class>/ folder"))
+            elif entry.name != CAPTIONS_FILE:
+                found.ignored.append(str(entry))
+            continue
+        for path in sorted(p for p in entry.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            if not is_audio_file(path):
+                found.ignored.append(str(path))
+            elif entry.name not in allowed:
+                found.rejected.append(
+                    Rejected(str(path), entry.name, "unknown_class", f"folder {entry.name!r} is not a configured class")
+                )
+            else:
+                caption = captions.get(path.relative_to(root).as_posix()) or default_caption(profile, entry.name)
+                found.files.append(SourceFile(path.resolve(), entry.name, caption, source_name))
+    return found
+
+
+def discover_captioned_csv(csv_path: Path, profile: Profile, source_name: str) -> Discovery:
+    """Captioned corpus: paths relative to the CSV's folder; ``class`` optional."""
+    table = _read_csv(csv_path)
+    allowed = set(profile.dataset_classes)
+    found = Discovery()
+    for row in table.to_dict("records"):
+        path = Path(row["path"])
+        path = path if path.is_absolute() else csv_path.parent / path
+        label = (row.get("class") or "").strip() or UNLABELLED
+        caption = (row["caption"] or "").strip()
+        if not path.is_file():
+            found.rejected.append(Rejected(str(path), label, "missing_file", f"listed in {csv_path.name} but not found"))
+        elif not is_audio_file(path):
+            found.rejected.append(Rejected(str(path), label, "unreadable_format", f"extension {path.suffix!r} is not audio"))
+        elif label != UNLABELLED and label not in allowed:
+            found.rejected.append(Rejected(str(path), label, "unknown_class", f"class {label!r} is not configured"))
+        elif not caption:
+            found.rejected.append(Rejected(str(path), label, "empty_caption", "caption is empty"))
+        else:
+            found.files.append(SourceFile(path.resolve(), label, caption, source_name))
+    return found
+
+
+def _read_csv(csv_path: Path) -> pd.DataFrame:
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"captioned corpus {csv_path} does not exist")
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    missing = {"path", "caption"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{csv_path}: missing column(s) {sorted(missing)}; expected path,caption[,class]")
+    return table
+
+
+def _read_caption_map(csv_path: Path) -> dict[str, str]:
+    table = _read_csv(csv_path)
+    return {Path(p).as_posix(): c for p, c in zip(table["path"], table["caption"]) if c.strip()}
+
+
+def materialise_synthetic(source: SyntheticSource, profile: Profile) -> Path:
+    """Write the procedural corpus if it is not there yet (deterministic per seed)."""
+    from foley_core.data.synth import write_synthetic_corpus
+
+    root = profile.resolve(source.path)
+    counts = {name: source.clips_per_class for name in profile.class_names}
+    counts.update({name: source.clips_per_extra_type for name in source.extra_types})
+    if not (root / CAPTIONS_FILE).is_file():
+        write_synthetic_corpus(
+            root,
+            list(counts),
+            counts,
+            sample_rate=profile.audio.sample_rate,
+            duration_s=profile.audio.clip_seconds,
+            seed=profile.seed,
+        )
+    return root
+
+
+def discover_source(source, profile: Profile, *, create_synthetic: bool = True) -> Discovery:
+    if isinstance(source, SyntheticSource):
+        root = materialise_synthetic(source, profile) if create_synthetic else profile.resolve(source.path)
+        return discover_folder(root, profile, f"synthetic:{source.path}")
+    if isinstance(source, FolderSource):
+        return discover_folder(profile.resolve(source.path), profile, f"folder:{source.path}")
+    if isinstance(source, CaptionedCsvSource):
+        return discover_captioned_csv(profile.resolve(source.path), profile, f"captioned_csv:{source.path}")
+    raise TypeError(f"unknown source type {type(source).__name__}")
+
+
+def discover_all(profile: Profile, *, create_synthetic: bool = True) -> Discovery:
+    found = Discovery()
+    for source in profile.data.sources:
+        found.extend(discover_source(source, profile, create_synthetic=create_synthetic))
+    return found
+
+
+def source_from_path(path: Path):
+    """A CLI argument: a folder (DCASE layout) or a captioned CSV."""
+    if path.is_dir():
+        return FolderSource(kind="folder", path=path.resolve())
+    if path.suffix.lower() == ".csv":
+        return CaptionedCsvSource(kind="captioned_csv", path=path.resolve())
+    raise ValueError(f"{path}: expected a folder in the <Class>/*.wav layout or a captioned .csv")
+
+
+def partition_keys(profile: Profile) -> list[str]:
+    """Dataset partitions: every class a clip may carry (+ unlabelled captioned clips)."""
+    keys = list(profile.dataset_classes)
+    if any(isinstance(s, CaptionedCsvSource) for s in profile.data.sources):
+        keys.append(UNLABELLED)
+    return keys

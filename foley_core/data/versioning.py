@@ -1,0 +1,76 @@
+"""Data versions: DVC for the tracked ``data/`` folder, content hashes elsewhere.
+
+DVC lives in its own environment (``.venv-dvc``, made by ``make install``): its
+hydra-core pins antlr4 4.9, which breaks Dagster's asset-selection parser, so we
+drive it through its CLI instead of importing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from foley_core.config import PROJECT_ROOT
+
+
+class DvcError(RuntimeError):
+    pass
+
+
+def dvc_executable() -> str:
+    """``$FOLEY_DVC``, else the project's ``.venv-dvc``, else ``dvc`` on PATH."""
+    candidates = [os.environ.get("FOLEY_DVC"), str(PROJECT_ROOT / ".venv-dvc" / "bin" / "dvc"), shutil.which("dvc")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return candidate
+    raise DvcError("DVC not found: run `make install` (it creates .venv-dvc) or set FOLEY_DVC to a dvc executable")
+
+
+def run_dvc(*args: str, cwd: Path = PROJECT_ROOT) -> str:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    completed = subprocess.run(
+        [dvc_executable(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=3600
+    )
+    if completed.returncode != 0:
+        message = (completed.stderr or completed.stdout).strip().splitlines()
+        raise DvcError(f"`dvc {' '.join(args)}` failed: {message[-1] if message else completed.returncode}")
+    return completed.stdout
+
+
+def dvc_file_for(data_dir: Path) -> Path:
+    return data_dir.with_name(data_dir.name + ".dvc")
+
+
+def read_dvc_hash(dvc_file: Path) -> str | None:
+    """The md5 DVC recorded for the tracked folder, or None if the .dvc file is absent."""
+    if not dvc_file.is_file():
+        return None
+    outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or []
+    if not outs or "md5" not in outs[0]:
+        raise DvcError(f"{dvc_file} has no `outs[0].md5`; is it a DVC file?")
+    return outs[0]["md5"]
+
+
+def track(data_dir: Path, *, push: bool = True, remote: str | None = None) -> str:
+    """`dvc add` the folder (cheap when nothing changed: DVC caches file hashes), then push."""
+    repo = data_dir.parent
+    run_dvc("add", data_dir.name, cwd=repo)
+    if push:
+        run_dvc("push", *(["-r", remote] if remote else []), cwd=repo)
+    version = read_dvc_hash(dvc_file_for(data_dir))
+    assert version is not None  # dvc add just wrote it
+    return version
+
+
+def folder_hash(folder: Path) -> str:
+    """Content hash of a folder (relative paths + bytes), for data outside DVC (tests, ad-hoc sources)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:32]

@@ -1,0 +1,32 @@
+"""Dagster definitions for the Foley pipeline (``dagster dev -m orchestration.definitions``).
+
+The profile comes from ``FOLEY_PROFILE`` (default ``cpu``): partitions follow its classes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from dagster import AssetSelection, Definitions, define_asset_job
+
+import foley_core  # noqa: F401  (applies offline defaults before anything else loads)
+from foley_core.config import load_profile
+from orchestration.assets.data import build_data_assets
+from orchestration.resources import FoleyProfile
+
+PIPELINE_JOB = "foley_pipeline"
+
+
+def build_definitions(profile_name: str | None = None, overrides: dict | None = None) -> Definitions:
+    profile_name = profile_name or os.environ.get("FOLEY_PROFILE", "cpu")
+    profile = load_profile(profile_name, overrides)
+    assets = build_data_assets(profile)
+    return Definitions(
+        assets=assets,
+        jobs=[define_asset_job(PIPELINE_JOB, selection=AssetSelection.all(), description="The whole pipeline")],
+        resources={"foley": FoleyProfile(name=profile_name, overrides_json=json.dumps(overrides or {}))},
+    )
+
+
+defs = build_definitions()
