@@ -1,0 +1,1 @@
+"""Generation stage: adapter, inference pipeline, CLAP-based candidate selection."""

@@ -1,0 +1,85 @@
+"""Candidate selection, as in the paper and the winning DCASE 2023 code.
+
+Each output slot gets N candidates generated in one batch; each is scored by the cosine
+between its CLAP audio embedding and a target embedding (the prompt's text embedding, or in
+multi-target mode a slot's own target clip). The best candidate within [floor, ceiling) wins.
+Scores at or above the ceiling (0.99) are rejected: they are near-copies of a target.
+If no candidate qualifies, the slot is regenerated with fresh seeds, at most
+``max_regenerations`` times; in multi-target mode the floor is relaxed by ``relax_step``
+after every ``relax_every`` failures. When every attempt fails, the best candidate seen is
+kept and marked ``accepted=False`` so nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class SlotSelection:
+    """The outcome for one output slot: which candidate of which attempt won, and why."""
+
+    attempt: int
+    index: int
+    score: float
+    accepted: bool
+    floor: float | None
+    scores: list[list[float]] = field(default_factory=list)  # every attempt's candidate scores
+
+    @property
+    def all_scores(self) -> list[float]:
+        return [s for attempt in self.scores for s in attempt]
+
+
+def cosine_scores(audio_embeddings: np.ndarray, target_embeddings: np.ndarray) -> np.ndarray:
+    """Row-wise cosine between (n, d) audio embeddings and (n, d) or (d,) targets."""
+    audio = audio_embeddings / np.linalg.norm(audio_embeddings, axis=-1, keepdims=True).clip(1e-12)
+    target = target_embeddings / np.linalg.norm(target_embeddings, axis=-1, keepdims=True).clip(1e-12)
+    return np.sum(audio * target, axis=-1)
+
+
+def best_candidate(scores: np.ndarray, floor: float | None, ceiling: float) -> int | None:
+    """Index of the highest score in [floor, ceiling), or None if none qualifies."""
+    ok = scores < ceiling
+    if floor is not None:
+        ok &= scores >= floor
+    if not ok.any():
+        return None
+    return int(np.flatnonzero(ok)[np.argmax(scores[ok])])
+
+
+def select_slot(
+    score_attempt: Callable[[int], np.ndarray],
+    *,
+    floor: float | None,
+    ceiling: float = 0.99,
+    max_regenerations: int = 0,
+    relax_every: int = 0,
+    relax_step: float = 0.05,
+) -> SlotSelection:
+    """Run attempts (0, 1, ...) until a candidate qualifies.
+
+    ``score_attempt(attempt)`` generates that attempt's candidates (seeded by the attempt
+    number, so a result can be reproduced) and returns their scores.
+    """
+    history: list[np.ndarray] = []
+    current_floor = floor
+    for attempt in range(max_regenerations + 1):
+        scores = np.asarray(score_attempt(attempt), dtype=np.float64)
+        history.append(scores)
+        index = best_candidate(scores, current_floor, ceiling)
+        if index is not None:
+            return SlotSelection(attempt, index, float(scores[index]), True, current_floor, [h.tolist() for h in history])
+        if relax_every and current_floor is not None and (attempt + 1) % relax_every == 0:
+            current_floor -= relax_step
+    # Nothing qualified: keep the best below the ceiling (or the overall best) and say so.
+    flat = np.concatenate(history)
+    below = np.where(flat < ceiling, flat, -np.inf)
+    pick = int(np.argmax(below)) if np.isfinite(below).any() else int(np.argmax(flat))
+    sizes = np.cumsum([len(h) for h in history])
+    attempt = int(np.searchsorted(sizes, pick, side="right"))
+    index = pick - (int(sizes[attempt - 1]) if attempt else 0)
+    return SlotSelection(attempt, index, float(flat[pick]), False, current_floor, [h.tolist() for h in history])
