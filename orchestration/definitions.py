@@ -13,6 +13,7 @@ from dagster import AssetSelection, Definitions, define_asset_job
 import foley_core  # noqa: F401  (applies offline defaults before anything else loads)
 from foley_core.config import load_profile
 from orchestration.assets.data import build_data_assets
+from orchestration.automation import retrain_on_data_change, weekly_retraining
 from orchestration.resources import FoleyProfile
 
 PIPELINE_JOB = "foley_pipeline"
@@ -25,6 +26,8 @@ def build_definitions(profile_name: str | None = None, overrides: dict | None = 
     return Definitions(
         assets=assets,
         jobs=[define_asset_job(PIPELINE_JOB, selection=AssetSelection.all(), description="The whole pipeline")],
+        schedules=[weekly_retraining],
+        sensors=[retrain_on_data_change],
         resources={"foley": FoleyProfile(name=profile_name, overrides_json=json.dumps(overrides or {}))},
     )
 

@@ -59,3 +59,51 @@ def test_smoke_pipeline_materialises_and_versions_are_stable(tmp_path, monkeypat
     changed = [old != new for old, new in zip(first_dataset, _data_versions(instance, "foley_dataset")[-8:])]
     assert [k for (k, _), c in zip(first_dataset, changed) if c] == ["Rain"]
     assert _data_versions(instance, "raw_foley_data")[-1] != first_raw[-1]
+
+
+def test_retraining_sensor_fires_only_when_data_dvc_changes(tmp_path, monkeypatch):
+    from dagster import SkipReason, build_sensor_context
+
+    import orchestration.automation as automation
+
+    dvc_file = tmp_path / "data.dvc"
+    monkeypatch.setattr(automation, "DATA_DVC", dvc_file)
+    defs = build_definitions("smoke", _overrides(tmp_path))
+    sensor = defs.resolve_sensor_def("retrain_on_data_change")
+    repo = defs.get_repository_def()
+
+    def evaluate(cursor):
+        context = build_sensor_context(cursor=cursor, repository_def=repo)
+        return sensor.evaluate_tick(context), context
+
+    assert isinstance(evaluate(None)[0].skip_message, str)  # no data.dvc yet
+    dvc_file.write_text("outs:\n- md5: aaa.dir\n  path: data\n")
+    result, context = evaluate(None)
+    assert not result.run_requests and context.cursor == "aaa.dir"  # first look only remembers
+    assert not evaluate("aaa.dir")[0].run_requests
+    dvc_file.write_text("outs:\n- md5: bbb.dir\n  path: data\n")
+    result, context = evaluate("aaa.dir")
+    assert len(result.run_requests) == 1 and context.cursor == "bbb.dir"
+    request = result.run_requests[0]
+    assert request.requires_backfill_daemon()
+    assert AssetKey("foley_dataset") in request.asset_graph_subset.asset_keys
+
+
+def test_weekly_schedule_is_defined_and_off_by_default(tmp_path):
+    from dagster import DefaultScheduleStatus
+
+    defs = build_definitions("smoke", _overrides(tmp_path))
+    weekly = defs.resolve_schedule_def("weekly_retraining")
+    assert weekly.cron_schedule == "0 3 * * 1"
+    assert weekly.default_status == DefaultScheduleStatus.STOPPED
+
+
+def test_weekly_schedule_requests_a_whole_graph_backfill(tmp_path):
+    from dagster import build_schedule_context
+
+    defs = build_definitions("smoke", _overrides(tmp_path))
+    weekly = defs.resolve_schedule_def("weekly_retraining")
+    result = weekly.evaluate_tick(build_schedule_context(repository_def=defs.get_repository_def()))
+    assert len(result.run_requests) == 1
+    keys = result.run_requests[0].asset_graph_subset.asset_keys
+    assert keys == set(defs.resolve_asset_graph().materializable_asset_keys) and AssetKey("foley_dataset") in keys
