@@ -1,0 +1,239 @@
+"""DCASE 2023 Task 7 submission format: export clips and validate a submission folder.
+
+Format (task page): per class, 100 clips of 4 s, mono, 16-bit PCM, 22,050 Hz, i.e. exactly
+88,200 samples, in ``<Class>/NNN.wav``. The official FAD tool reads every file of a class
+folder with ``scipy.io.wavfile`` and expects exactly 100 (names do not matter to it); it
+does not resample, so a wrong rate silently changes the score rather than failing.
+``validate_dcase`` therefore checks every property and names every offending file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from foley_core.audio import AudioDecodeError, is_audio_file, read_audio, resample, to_mono, write_wav_atomic
+from foley_core.config import DCASE_CLASS_IDS
+
+DCASE_RATE = 22050
+DCASE_SECONDS = 4.0
+DCASE_CLIPS_PER_CLASS = 100
+DCASE_CLASSES = tuple(DCASE_CLASS_IDS)
+CLIP_NAME = re.compile(r"^\d+\.wav$")  # ours: 000.wav ..; the baseline: 0001.wav ..
+
+
+def clip_name(index: int) -> str:
+    return f"{index:03d}.wav"
+
+
+def to_dcase_clip(
+    waveform: np.ndarray, sample_rate: int, out_rate: int = DCASE_RATE, seconds: float = DCASE_SECONDS
+) -> np.ndarray:
+    """A 1-D waveform at ``sample_rate`` -> float32 at ``out_rate``, exactly ``seconds`` long, in [-1, 1].
+
+    soxr (HQ) resamples; the tail is zero-padded or cut to the exact length, then samples
+    are clipped to [-1, 1] (the 16-bit range). Multi-channel or non-finite input raises.
+    """
+    wave = np.asarray(waveform)
+    if wave.ndim != 1:
+        raise ValueError(f"expected a mono 1-D waveform, got shape {wave.shape} (mix to mono first)")
+    if wave.size == 0:
+        raise ValueError("waveform is empty")
+    if not np.isfinite(wave).all():
+        raise ValueError("waveform contains NaN or infinite samples")
+    length = int(round(seconds * out_rate))
+    wave = resample(wave.astype(np.float32), int(sample_rate), out_rate)
+    if wave.shape[0] < length:
+        wave = np.pad(wave, (0, length - wave.shape[0]))
+    return np.clip(wave[:length], -1.0, 1.0).astype(np.float32)
+
+
+def write_dcase_clip(
+    path: Path, waveform: np.ndarray, sample_rate: int, out_rate: int = DCASE_RATE, seconds: float = DCASE_SECONDS
+) -> Path:
+    """Write one submission clip atomically: ``to_dcase_clip`` then 16-bit PCM wav."""
+    path = Path(path)
+    write_wav_atomic(path, to_dcase_clip(waveform, sample_rate, out_rate, seconds), out_rate)
+    return path
+
+
+def export_dcase(
+    clips_by_class: Mapping[str, Sequence[np.ndarray]],
+    sample_rate: int,
+    out_dir: Path,
+    clips_per_class: int = DCASE_CLIPS_PER_CLASS,
+    out_rate: int = DCASE_RATE,
+    seconds: float = DCASE_SECONDS,
+) -> dict[str, list[Path]]:
+    """Write ``out_dir/<Class>/000.wav ..`` from in-memory clips; the first ``clips_per_class`` of each class.
+
+    A class with fewer clips raises (a short submission is invalid). Numbered clips left by a
+    previous, larger export are removed so the folder holds exactly this export; other files
+    are left alone (``validate_dcase`` reports them).
+    """
+    short = {name: len(clips) for name, clips in clips_by_class.items() if len(clips) < clips_per_class}
+    if short:
+        counts = ", ".join(f"{n} ({c})" for n, c in short.items())
+        raise ValueError(f"fewer than {clips_per_class} clips for: {counts}")
+    written: dict[str, list[Path]] = {}
+    for name, clips in clips_by_class.items():
+        folder = Path(out_dir) / name
+        paths = [
+            write_dcase_clip(folder / clip_name(i), clip, sample_rate, out_rate, seconds)
+            for i, clip in enumerate(clips[:clips_per_class])
+        ]
+        keep = {p.name for p in paths}
+        for stale in folder.iterdir():
+            if stale.is_file() and CLIP_NAME.match(stale.name) and stale.name not in keep:
+                stale.unlink()
+        written[name] = paths
+    return written
+
+
+def export_dcase_dir(
+    source_dir: Path,
+    out_dir: Path,
+    classes: Sequence[str] = DCASE_CLASSES,
+    clips_per_class: int = DCASE_CLIPS_PER_CLASS,
+    out_rate: int = DCASE_RATE,
+    seconds: float = DCASE_SECONDS,
+) -> dict[str, list[Path]]:
+    """Convert ``source_dir/<Class>/*`` (any readable audio, any rate) into the submission layout.
+
+    Files are taken in sorted name order; multi-channel files are mixed to mono. Classes are
+    exported one at a time, so memory holds one class.
+    """
+    source_dir = Path(source_dir)
+    missing = [c for c in classes if not (source_dir / c).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"no class folder in {source_dir} for: {', '.join(missing)}")
+    written: dict[str, list[Path]] = {}
+    for name in classes:
+        files = sorted(
+            p for p in (source_dir / name).iterdir() if p.is_file() and not p.name.startswith(".") and is_audio_file(p)
+        )
+        if len(files) < clips_per_class:
+            raise ValueError(f"{source_dir / name}: {len(files)} audio files, need {clips_per_class}")
+        clips = []
+        for path in files[:clips_per_class]:
+            try:
+                audio, rate, _ = read_audio(path)
+            except AudioDecodeError as exc:
+                raise AudioDecodeError(exc.reason, f"{path}: {exc.detail}") from None
+            clips.append(to_dcase_clip(to_mono(audio), rate, out_rate, seconds))
+        # Clips are already at out_rate: export_dcase's resample is then a no-op.
+        written.update(export_dcase({name: clips}, out_rate, out_dir, clips_per_class, out_rate, seconds))
+    return written
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a submission folder is invalid: the path it concerns, a short tag, the details."""
+
+    path: Path
+    # missing_folder, missing_class_folder, wrong_count, unexpected_folder, unexpected_file, unexpected_name,
+    # unreadable, not_wav, wrong_rate, not_mono, wrong_bit_depth, wrong_length
+    problem: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}" + (f" ({self.detail})" if self.detail else "")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": str(self.path), "problem": self.problem, "detail": self.detail}
+
+
+def _check_clip(path: Path, rate: int, samples: int) -> list[Problem]:
+    try:
+        info = sf.info(str(path))
+        sf.read(str(path), dtype="int16", frames=-1)  # the data decodes, not just the header
+    except Exception as exc:  # libsndfile raises several types for broken files
+        return [Problem(path, "unreadable", f"{type(exc).__name__}: {exc}")]
+    found = []
+    if info.format != "WAV":
+        found.append(Problem(path, "not_wav", f"container is {info.format}"))
+    if info.samplerate != rate:
+        found.append(Problem(path, "wrong_rate", f"{info.samplerate} Hz, expected {rate} Hz"))
+    if info.channels != 1:
+        found.append(Problem(path, "not_mono", f"{info.channels} channels"))
+    if info.subtype != "PCM_16":
+        found.append(Problem(path, "wrong_bit_depth", f"{info.subtype}, expected PCM_16"))
+    if info.frames != samples:
+        seconds = info.frames / info.samplerate
+        found.append(Problem(path, "wrong_length", f"{info.frames} samples ({seconds:.3f} s), expected {samples}"))
+    return found
+
+
+def validate_dcase(
+    root: Path,
+    classes: Sequence[str] = DCASE_CLASSES,
+    clips_per_class: int = DCASE_CLIPS_PER_CLASS,
+    rate: int = DCASE_RATE,
+    seconds: float = DCASE_SECONDS,
+    name_pattern: re.Pattern[str] | None = CLIP_NAME,
+) -> list[Problem]:
+    """Every way ``root`` departs from the submission format; an empty list means valid.
+
+    Per class folder: exactly ``clips_per_class`` ``.wav`` files; each a readable WAV,
+    ``rate`` Hz, mono, 16-bit PCM, exactly ``seconds * rate`` samples. Also reported:
+    missing class folders, files that are not ``.wav`` (the official tool would try to read
+    them), wav names not matching ``name_pattern`` (None accepts any), sub-folders, and
+    folders at the top level that are not classes. Hidden files are ignored, as ``ls *``
+    in the official tool ignores them.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return [Problem(root, "missing_folder", "submission folder does not exist")]
+    samples = int(round(seconds * rate))
+    problems: list[Problem] = []
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and entry.name not in classes and not entry.name.startswith("."):
+            problems.append(Problem(entry, "unexpected_folder", f"not one of the classes {', '.join(classes)}"))
+    for name in classes:
+        folder = root / name
+        if not folder.is_dir():
+            problems.append(Problem(folder, "missing_class_folder"))
+            continue
+        wavs = []
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith("."):
+                continue
+            if path.is_dir():
+                problems.append(Problem(path, "unexpected_folder", "class folders hold files only"))
+            elif path.suffix.lower() != ".wav":
+                problems.append(Problem(path, "unexpected_file", "not a .wav file"))
+            else:
+                wavs.append(path)
+                if name_pattern is not None and not name_pattern.match(path.name):
+                    problems.append(Problem(path, "unexpected_name", f"expected a name matching {name_pattern.pattern}"))
+                problems.extend(_check_clip(path, rate, samples))
+        if len(wavs) != clips_per_class:
+            problems.append(Problem(folder, "wrong_count", f"{len(wavs)} wav files, expected {clips_per_class}"))
+    return problems
+
+
+def format_problems(problems: Sequence[Problem]) -> str:
+    """One line per problem, for a CLI or an asset check's description."""
+    return "\n".join(str(p) for p in problems)
+
+
+__all__ = [
+    "CLIP_NAME",
+    "DCASE_CLASSES",
+    "DCASE_CLIPS_PER_CLASS",
+    "DCASE_RATE",
+    "DCASE_SECONDS",
+    "Problem",
+    "clip_name",
+    "export_dcase",
+    "export_dcase_dir",
+    "format_problems",
+    "to_dcase_clip",
+    "validate_dcase",
+    "write_dcase_clip",
+]
