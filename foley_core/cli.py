@@ -121,6 +121,56 @@ def data_status() -> None:
     _dvc("status", "--cloud")
 
 
+@main.command("evaluate")
+@click.argument("generated_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("reference_dir")
+@click.option("--embedder", type=click.Choice(["logmel", "vggish", "clap"]), default="logmel", show_default=True)
+@click.option("--vggish-weights", type=click.Path(path_type=Path), help="torchvggish state dict (or $FOLEY_VGGISH_WEIGHTS)")
+@PROFILE_OPTION
+@click.option("--out", type=click.Path(path_type=Path), help="also write the JSON here")
+def evaluate(generated_dir: Path, reference_dir: str, embedder: str, vggish_weights: Path | None, profile: str,
+             out: Path | None) -> None:
+    """FAD and KAD per class of GENERATED_DIR against REFERENCE_DIR (<Class>/*.wav), JSON out.
+
+    REFERENCE_DIR may be `official` (VGGish only): the DCASE 2023 evaluation-set statistics.
+    """
+    import json
+
+    from foley_core.audio import write_text_atomic
+    from foley_core.metrics import evaluate_dirs, make_embedder
+
+    encoder = None
+    if embedder == "clap":
+        from foley_core.clap import load_clap
+
+        encoder = load_clap(_load(profile))
+    try:
+        chosen = make_embedder(embedder, vggish_weights=vggish_weights, clap_encoder=encoder,
+                               clap_sample_rate=getattr(encoder, "sample_rate", 16000))
+        reference = reference_dir if reference_dir == "official" else Path(reference_dir)
+        result = evaluate_dirs(generated_dir, reference, chosen)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    text = json.dumps(result, indent=2)
+    if out:
+        write_text_atomic(out, text + "\n")
+    click.echo(text)
+
+
+@main.command("validate-dcase")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--clips-per-class", type=click.IntRange(min=1), default=100, show_default=True)
+def validate_dcase_command(directory: Path, clips_per_class: int) -> None:
+    """Check a DCASE 2023 Task 7 Track A submission folder; names every offending file."""
+    from foley_core.export import format_problems, validate_dcase
+
+    problems = validate_dcase(directory, clips_per_class=clips_per_class)
+    if problems:
+        click.echo(format_problems(problems))
+        raise UserError(f"{len(problems)} problem(s) in {directory}")
+    click.echo(f"{directory}: valid ({clips_per_class} clips per class, 22050 Hz, mono, 16-bit, 4 s)")
+
+
 @main.command("run")
 @PROFILE_OPTION
 def run(profile: str) -> None:
