@@ -134,15 +134,31 @@ class DvcConfig(_Strict):
 
 
 class ClapConfig(_Strict):
+    """CLAP stage (foley_core.clap): a pretrained LAION-CLAP checkpoint or a small CLAP trained here."""
+
     source: Literal["trained", "laion"] = "trained"
-    checkpoint: Path | None = None  # laion: local .pt path (e.g. 630k-audioset-best.pt)
+    # laion: official checkpoint (local .pt, e.g. 630k-audioset-best.pt) and a local RoBERTa tokenizer folder
+    checkpoint: Path | None = None
+    tokenizer_path: Path | None = None  # folder with roberta-base vocab.json + merges.txt
+    download: bool = False  # fetch missing checkpoint/tokenizer from the hub (also needs HF_HUB_OFFLINE=0)
+    trust_checkpoint: bool = False  # allow torch.load(weights_only=False) for a checkpoint that needs it
     text_tower: Literal["minilm", "transformer", "roberta"] = "minilm"
-    audio_tower: str = "Cnn6"
+    audio_tower: str = "pann-lite"  # trained: pann-lite | Cnn6 | Cnn10 | Cnn14; laion: HTSAT-tiny | PANN-14 ...
     embed_dim: int = Field(512, ge=8)
+    # trained audio tower: laion PANN ConvBlock widths and its log-mel front end
+    audio_channels: list[int] = Field([16, 32, 64, 128], min_length=1)
+    mel_bins: int = Field(64, ge=8)
+    window_size: int = Field(512, ge=64)
+    hop_size: int = Field(320, ge=16)
+    crop_seconds: float = Field(2.0, gt=0)  # random training crops; whole clips at inference
+    # trained text tower "transformer" (laion CLIP-BPE, from scratch)
+    text_width: int = Field(128, ge=8)
+    text_layers: int = Field(2, ge=1)
+    text_heads: int = Field(4, ge=1)
+    context_length: int = Field(32, ge=8, le=77)
     steps: int = Field(300, ge=0)
     batch_size: int = Field(32, ge=2)
     learning_rate: float = Field(1e-3, gt=0)
-
 
 class VaeConfig(_Strict):
     block_out_channels: list[int] = Field([16, 32, 32], min_length=1)
@@ -152,12 +168,14 @@ class VaeConfig(_Strict):
     batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     kl_weight: float = Field(1e-6, ge=0)
+    crop_frames: int = Field(96, ge=0)  # train on random crops this many frames long; 0 = whole clips
 
 
 class UnetConfig(_Strict):
     block_out_channels: list[int] = Field([32, 64, 64], min_length=1)
     layers_per_block: int = Field(1, ge=1)
     attention: bool = False
+    attention_head_dim: int = Field(8, ge=1)  # only with attention
     steps: int = Field(1500, ge=0)
     batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
@@ -165,19 +183,39 @@ class UnetConfig(_Strict):
     ema_decay: float = Field(0.99, ge=0, lt=1)
     prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
     train_timesteps: int = Field(1000, ge=10)
+    beta_schedule: Literal["squaredcos_cap_v2", "scaled_linear", "linear"] = "squaredcos_cap_v2"
+    frequency_channel: bool = True  # an extra input channel holding frequency position (cpu prototype: helped)
 
 
 class VocoderConfig(_Strict):
+    """SpeechT5HifiGan generator; defaults are AudioLDM's vocoder (product of upsample_rates = hop 160)."""
+
     kind: Literal["hifigan", "griffinlim"] = "hifigan"
     upsample_initial_channel: int = Field(64, ge=8)
+    upsample_rates: list[int] = Field([5, 4, 2, 2, 2], min_length=1)
+    upsample_kernel_sizes: list[int] = Field([16, 16, 8, 4, 4], min_length=1)
+    resblock_kernel_sizes: list[int] = Field([3, 7, 11], min_length=1)
+    resblock_dilation_sizes: list[list[int]] = Field([[1, 3, 5], [1, 3, 5], [1, 3, 5]], min_length=1)
+    segment_frames: int = Field(32, ge=4)  # training segment length in mel frames
     steps: int = Field(500, ge=0)
     batch_size: int = Field(8, ge=1)
     learning_rate: float = Field(2e-4, gt=0)
     griffinlim_iters: int = Field(16, ge=1)
 
+    @model_validator(mode="after")
+    def _check_layers(self) -> "VocoderConfig":
+        if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
+            raise ValueError("upsample_rates and upsample_kernel_sizes must have the same length")
+        if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
+            raise ValueError("resblock_kernel_sizes and resblock_dilation_sizes must have the same length")
+        if self.upsample_initial_channel // 2 ** len(self.upsample_rates) < 1:
+            raise ValueError("upsample_initial_channel is too small for that many upsampling layers")
+        return self
+
 
 class LdmConfig(_Strict):
     pretrained_path: Path | None = None  # paper: a diffusers AudioLDM folder (cvssp/audioldm-s-full-v2 layout)
+    mel_normalisation: Literal["global", "none"] = "global"  # VAE input: one global mean/std, or raw (AudioLDM)
     vae: VaeConfig = VaeConfig()
     unet: UnetConfig = UnetConfig()
     vocoder: VocoderConfig = VocoderConfig()
@@ -210,6 +248,12 @@ class GenerationConfig(_Strict):
     max_regenerations: int = Field(2, ge=0)
 
 
+class EvaluationConfig(_Strict):
+    embedder: Literal["logmel", "vggish", "clap"] = "logmel"
+    vggish_weights: Path | None = None  # torchvggish state dict; enables FAD against the official DCASE statistics
+    regression_margin: float = Field(0.25, ge=0)  # a new model may be this much (relative) worse on mean KAD/FAD
+
+
 class WandbConfig(_Strict):
     project: str = "foley-ldm"
     mode: Literal["offline", "online", "disabled"] = "offline"
@@ -228,6 +272,7 @@ class Profile(_Strict):
     finetune: FinetuneConfig = FinetuneConfig()
     trainer: TrainerConfig = TrainerConfig()
     generation: GenerationConfig = GenerationConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     wandb: WandbConfig = WandbConfig()
 
     @model_validator(mode="after")

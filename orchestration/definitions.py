@@ -13,6 +13,8 @@ from dagster import AssetSelection, Definitions, define_asset_job
 import foley_core  # noqa: F401  (applies offline defaults before anything else loads)
 from foley_core.config import load_profile
 from orchestration.assets.data import build_data_assets
+from orchestration.assets.generation import build_generation_assets
+from orchestration.assets.models import build_model_assets
 from orchestration.automation import retrain_on_data_change, weekly_retraining
 from orchestration.resources import FoleyProfile
 
@@ -22,9 +24,13 @@ PIPELINE_JOB = "foley_pipeline"
 def build_definitions(profile_name: str | None = None, overrides: dict | None = None) -> Definitions:
     profile_name = profile_name or os.environ.get("FOLEY_PROFILE", "cpu")
     profile = load_profile(profile_name, overrides)
-    assets = build_data_assets(profile)
+    raw_foley_data, foley_dataset = build_data_assets(profile)
+    model_assets = build_model_assets(profile, foley_dataset)
+    clap_embeddings, finetuned_adapter = model_assets[1], model_assets[3]
+    generation_assets, checks = build_generation_assets(profile, finetuned_adapter, clap_embeddings)
     return Definitions(
-        assets=assets,
+        assets=[raw_foley_data, foley_dataset, *model_assets, *generation_assets],
+        asset_checks=checks,
         jobs=[define_asset_job(PIPELINE_JOB, selection=AssetSelection.all(), description="The whole pipeline")],
         schedules=[weekly_retraining],
         sensors=[retrain_on_data_change],

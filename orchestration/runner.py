@@ -1,8 +1,11 @@
 """`foley run`: materialise the whole asset graph for a profile on the local instance.
 
-Runs go through the persistent instance in $DAGSTER_HOME, so every run, its metadata
-and its lineage show up in `make ui`. Unpartitioned stages run once; per-class stages
-run one Dagster run per class partition (fine-grained retries, as a backfill would).
+Runs go through the persistent instance in $DAGSTER_HOME, so every run, its metadata,
+checks and lineage show up in `make ui`. Consecutive stages with the same partitioning run
+together in one Dagster run (so blocking quality checks gate what follows them in that run);
+per-class stages run one run per class, as a backfill would. Anything Dagster reports FRESH
+(same code version, same upstream data versions) is skipped: a second run with nothing
+changed recomputes nothing expensive.
 """
 
 from __future__ import annotations
@@ -10,18 +13,28 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from dagster import AssetKey, DagsterInstance, materialize
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.loader import LoadingContextForTest  # a plain LoadingContext; the UI builds the same
 
 from foley_core.config import PROJECT_ROOT
 from orchestration.definitions import build_definitions
 
-
 # Dagster's console logger prints every engine event; the terminal gets one line per
 # stage instead, and the full event log is in the UI.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class PipelineRun:
+    run_ids: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    materialised: list[str] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
 
 
 def ensure_dagster_home() -> Path:
@@ -33,45 +46,52 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def _stages(defs) -> list[tuple[object, bool]]:
-    """Assets in dependency order, each with whether it is partitioned."""
-    graph = defs.resolve_asset_graph()
-    order = graph.toposorted_asset_keys
-    return [(key, graph.get(key).partitions_def is not None) for key in order if graph.get(key).is_materializable]
+def _groups(graph) -> list[tuple[list[AssetKey], object]]:
+    """Assets in dependency order, consecutive ones with the same partitions definition grouped."""
+    groups: list[tuple[list[AssetKey], object]] = []
+    for key in graph.toposorted_asset_keys:
+        node = graph.get(key)
+        if not node.is_materializable:
+            continue
+        if groups and groups[-1][1] == node.partitions_def:
+            groups[-1][0].append(key)
+        else:
+            groups.append(([key], node.partitions_def))
+    return groups
 
 
-def run_pipeline(profile_name: str, overrides: dict | None = None, echo: Callable[[str], None] = print) -> list[str]:
-    """Materialise every asset; returns the Dagster run ids in order."""
+def run_pipeline(profile_name: str, overrides: dict | None = None, echo: Callable[[str], None] = print,
+                 force: bool = False) -> PipelineRun:
+    """Materialise every asset that is missing or stale (all of them with ``force``)."""
     ensure_dagster_home()
     defs = build_definitions(profile_name, overrides)
     instance = DagsterInstance.get()
-    assets = list(defs.assets)
+    everything = [*defs.assets, *defs.asset_checks]
     resources = dict(defs.resources)
-    run_ids = []
     graph = defs.resolve_asset_graph()
-    for key, partitioned in _stages(defs):
-        keys = graph.get(key).partitions_def.get_partition_keys() if partitioned else [None]
-        for partition in keys:
-            label = key.to_user_string() + (f"[{partition}]" if partition else "")
+    outcome = PipelineRun()
+    for keys, partitions_def in _groups(graph):
+        for partition in partitions_def.get_partition_keys() if partitions_def else [None]:
+            # staleness is judged afresh after each run: upstream versions may just have changed
+            resolver = CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
+            todo = keys if force or keys[0].path == ["raw_foley_data"] else [
+                k for k in keys if resolver.get_status(k, partition) != StaleStatus.FRESH]
+            label = ", ".join(k.to_user_string() for k in keys) + (f" [{partition}]" if partition else "")
+            if not todo:
+                outcome.skipped.append(label)
+                echo(f"  {label:<58} fresh, skipped")
+                continue
             started = time.perf_counter()
-            result = materialize(
-                assets, instance=instance, resources=resources, selection=[key], partition_key=partition,
-                tags={"foley/profile": profile_name},
-                run_config=QUIET_CONSOLE,
-            )
-            if not result.success:
-                raise RuntimeError(f"{label} failed; see run {result.run_id} in `make ui`")
-            run_ids.append(result.run_id)
-            echo(f"  {label:<40} {time.perf_counter() - started:6.1f}s  run {result.run_id[:8]}")
-    return run_ids
-
-
-def latest_metadata(asset_key: str, partition: str | None = None) -> dict:
-    instance = DagsterInstance.get()
-    record = instance.get_latest_materialization_event(AssetKey(asset_key)) if partition is None else None
-    if partition is not None:
-        records = instance.fetch_materializations(AssetKey(asset_key), limit=50).records
-        record = next((r.event_log_entry for r in records if r.partition_key == partition), None)
-    if record is None:
-        return {}
-    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+            result = materialize(everything, instance=instance, resources=resources, selection=todo,
+                                 partition_key=partition, tags={"foley/profile": profile_name},
+                                 run_config=QUIET_CONSOLE, raise_on_error=False)
+            outcome.run_ids.append(result.run_id)
+            failed = [f"{e.asset_key.to_user_string()}:{e.check_name}"
+                      for e in result.get_asset_check_evaluations() if not e.passed]
+            outcome.failed_checks += failed
+            if not result.success and not failed:
+                raise RuntimeError(f"{label} failed; see run {result.run_id} in `make ui` (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+            outcome.materialised.append(label)
+            note = f"  checks failed: {', '.join(failed)}" if failed else ""
+            echo(f"  {label:<58} {time.perf_counter() - started:7.1f}s  run {result.run_id[:8]}{note}")
+    return outcome

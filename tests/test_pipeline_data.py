@@ -35,7 +35,7 @@ def test_smoke_pipeline_materialises_and_versions_are_stable(tmp_path, monkeypat
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     lines: list[str] = []
     run_pipeline("smoke", _overrides(tmp_path), echo=lines.append)
-    assert len(lines) == 1 + 8  # raw data + one run per class partition
+    assert len(lines) >= 1 + 8  # raw data + one run per class partition, then the model stages
     dataset = tmp_path / "artifacts/dataset"
     assert sorted(p.name for p in dataset.iterdir() if not p.name.startswith(".") and p.is_dir()) == sorted(
         ["DogBark", "Footstep", "GunShot", "Keyboard", "MovingMotorVehicle", "Rain", "Sneeze_Cough", "Bell"])

@@ -51,6 +51,51 @@ def best_candidate(scores: np.ndarray, floor: float | None, ceiling: float) -> i
     return int(np.flatnonzero(ok)[np.argmax(scores[ok])])
 
 
+class SlotSelector:
+    """Selection state of one output slot across regeneration attempts.
+
+    Drive it with ``offer(scores)`` once per attempt (True = a candidate qualified), then
+    ``result()``. Many slots can be driven together so their attempts share one batch.
+    """
+
+    def __init__(self, floor: float | None, ceiling: float = 0.99, relax_every: int = 0, relax_step: float = 0.05):
+        self.floor, self.ceiling = floor, ceiling
+        self.relax_every, self.relax_step = relax_every, relax_step
+        self.history: list[np.ndarray] = []
+        self.choice: SlotSelection | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.choice is not None
+
+    def offer(self, scores) -> bool:
+        scores = np.asarray(scores, dtype=np.float64)
+        self.history.append(scores)
+        index = best_candidate(scores, self.floor, self.ceiling)
+        if index is not None:
+            attempt = len(self.history) - 1
+            self.choice = SlotSelection(attempt, index, float(scores[index]), True, self.floor, self._scores())
+            return True
+        if self.relax_every and self.floor is not None and len(self.history) % self.relax_every == 0:
+            self.floor -= self.relax_step
+        return False
+
+    def result(self) -> SlotSelection:
+        if self.choice is not None:
+            return self.choice
+        # Nothing qualified: keep the best below the ceiling (or the overall best) and say so.
+        flat = np.concatenate(self.history)
+        below = np.where(flat < self.ceiling, flat, -np.inf)
+        pick = int(np.argmax(below)) if np.isfinite(below).any() else int(np.argmax(flat))
+        sizes = np.cumsum([len(h) for h in self.history])
+        attempt = int(np.searchsorted(sizes, pick, side="right"))
+        index = pick - (int(sizes[attempt - 1]) if attempt else 0)
+        return SlotSelection(attempt, index, float(flat[pick]), False, self.floor, self._scores())
+
+    def _scores(self) -> list[list[float]]:
+        return [h.tolist() for h in self.history]
+
+
 def select_slot(
     score_attempt: Callable[[int], np.ndarray],
     *,
@@ -60,26 +105,13 @@ def select_slot(
     relax_every: int = 0,
     relax_step: float = 0.05,
 ) -> SlotSelection:
-    """Run attempts (0, 1, ...) until a candidate qualifies.
+    """One slot: run attempts (0, 1, ...) until a candidate qualifies.
 
     ``score_attempt(attempt)`` generates that attempt's candidates (seeded by the attempt
     number, so a result can be reproduced) and returns their scores.
     """
-    history: list[np.ndarray] = []
-    current_floor = floor
+    selector = SlotSelector(floor, ceiling, relax_every, relax_step)
     for attempt in range(max_regenerations + 1):
-        scores = np.asarray(score_attempt(attempt), dtype=np.float64)
-        history.append(scores)
-        index = best_candidate(scores, current_floor, ceiling)
-        if index is not None:
-            return SlotSelection(attempt, index, float(scores[index]), True, current_floor, [h.tolist() for h in history])
-        if relax_every and current_floor is not None and (attempt + 1) % relax_every == 0:
-            current_floor -= relax_step
-    # Nothing qualified: keep the best below the ceiling (or the overall best) and say so.
-    flat = np.concatenate(history)
-    below = np.where(flat < ceiling, flat, -np.inf)
-    pick = int(np.argmax(below)) if np.isfinite(below).any() else int(np.argmax(flat))
-    sizes = np.cumsum([len(h) for h in history])
-    attempt = int(np.searchsorted(sizes, pick, side="right"))
-    index = pick - (int(sizes[attempt - 1]) if attempt else 0)
-    return SlotSelection(attempt, index, float(flat[pick]), False, current_floor, [h.tolist() for h in history])
+        if selector.offer(score_attempt(attempt)):
+            break
+    return selector.result()
