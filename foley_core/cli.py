@@ -173,16 +173,116 @@ def validate_dcase_command(directory: Path, clips_per_class: int) -> None:
 
 @main.command("run")
 @PROFILE_OPTION
-def run(profile: str) -> None:
-    """Run the whole pipeline (every Dagster asset) for a profile."""
+@click.option("--force", is_flag=True, help="recompute every stage, fresh or not")
+def run(profile: str, force: bool) -> None:
+    """Run the whole pipeline (every Dagster asset) for a profile; skips what is fresh."""
     _load(profile)
     from orchestration.runner import run_pipeline
 
-    click.echo(f"foley run --profile {profile}")
+    click.echo(f"foley run --profile {profile}: one line per stage (details, metadata and lineage: `make ui`)")
     try:
-        run_pipeline(profile, echo=click.echo)
+        run_pipeline(profile, echo=click.echo, force=force)
     except RuntimeError as exc:
         raise UserError(str(exc)) from None
+
+
+def _pipeline(profile, model: Path | None):
+    from foley_core.generation.pipeline import FoleyPipeline, latest_pipeline_dir
+
+    try:
+        folder = (model or latest_pipeline_dir(profile)).resolve()
+        return FoleyPipeline.from_pretrained(folder, profile), folder
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _check_writable(path: Path) -> None:
+    import os
+
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write {path}: folder {parent} is not writable")
+
+
+@main.command("generate")
+@click.argument("prompt", required=False, default="")
+@click.option("--class", "class_name", help="use this class's configured prompt, candidates and guidance")
+@click.option("--n-candidates", "-n", type=int, help="candidates generated in one batch; the best by CLAP is kept")
+@click.option("--guidance", type=float, help="classifier-free guidance scale")
+@click.option("--seconds", type=float, help="clip length (default: the model's, 4 s)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=int, help="sampler steps (default: the model's)")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("out.wav"), show_default=True)
+@click.option("--model", type=click.Path(path_type=Path), help="a pipeline folder (default: the profile's latest accepted model)")
+@PROFILE_OPTION
+def generate(prompt: str, class_name: str | None, n_candidates: int | None, guidance: float | None, seconds: float | None,
+             seed: int, steps: int | None, output: Path, model: Path | None, profile: str) -> None:  # noqa: PLR0913
+    """Generate a sound for PROMPT and write it as a 22,050 Hz 16-bit wav."""
+    from foley_core.export import write_dcase_clip
+
+    prof = _load(profile)
+    if class_name is not None:
+        if class_name not in prof.class_names:
+            raise UserError(f"unknown class {class_name!r}; choose one of {', '.join(prof.class_names)}")
+        cfg = prof.class_config(class_name)
+        prompt = prompt or cfg.prompts[0]
+        n_candidates = n_candidates or cfg.candidates
+        guidance = cfg.guidance if guidance is None else guidance
+    if not prompt.strip():
+        raise UserError("the prompt is empty: give a text like \"a dog barking\" or --class DogBark")
+    n_candidates = 1 if n_candidates is None else n_candidates
+    if not 1 <= n_candidates <= 64:
+        raise UserError(f"--n-candidates must be between 1 and 64, got {n_candidates}")
+    seconds = prof.audio.clip_seconds if seconds is None else seconds
+    if not 0 < seconds <= prof.audio.clip_seconds:
+        raise UserError(f"--seconds must be in (0, {prof.audio.clip_seconds}] for this model, got {seconds}")
+    if steps is not None and not 1 <= steps <= 1000:
+        raise UserError(f"--steps must be between 1 and 1000, got {steps}")
+    _check_writable(output)
+    pipeline, folder = _pipeline(prof, model)
+    click.echo(f"generating {n_candidates} candidate(s) for {prompt!r} with model {folder.name} ...", err=True)
+    result = pipeline([prompt], n_candidates=n_candidates, guidance_scale=2.5 if guidance is None else guidance,
+                      seeds=[seed], steps=steps)
+    write_dcase_clip(output, result.waveforms[0], result.sample_rate, out_rate=prof.audio.output_sample_rate, seconds=seconds)
+    scores = ", ".join(f"{s:.3f}" for s in result.scores[0])
+    click.echo(f"wrote {output}: candidate {int(result.best[0])} of {n_candidates}, CLAP score "
+               f"{result.scores[0, result.best[0]]:.3f} (all: {scores}); model {folder.name}")
+
+
+@main.command("export-dcase")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--clips-per-class", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--model", type=click.Path(path_type=Path), help="a pipeline folder (default: the latest accepted model)")
+@PROFILE_OPTION
+def export_dcase_command(out_dir: Path, clips_per_class: int, model: Path | None, profile: str) -> None:
+    """Generate and write a DCASE 2023 Task 7 Track A submission: OUT_DIR/<Class>/NNN.wav."""
+    from tqdm import tqdm
+
+    from foley_core.export import export_dcase, format_problems, validate_dcase
+    from foley_core.generation.generate import generate_class
+
+    prof = _load(profile)
+    pipeline, folder = _pipeline(prof, model)
+    clips = {}
+    with tqdm(total=clips_per_class * len(prof.class_names), unit="clip", desc=f"model {folder.name}") as bar:
+        for label in prof.class_names:
+            done = [0]
+
+            def step(finished: int, total: int) -> None:
+                bar.update(finished - done[0])
+                done[0] = finished
+
+            gen = generate_class(pipeline, prof, label, clips_per_class, progress=step)
+            bar.update(clips_per_class - done[0])
+            clips[label] = list(gen.selected)
+    export_dcase(clips, pipeline.sample_rate, out_dir, clips_per_class=clips_per_class)
+    problems = validate_dcase(out_dir, classes=prof.class_names, clips_per_class=clips_per_class)
+    if problems:
+        click.echo(format_problems(problems))
+        raise UserError(f"the export in {out_dir} has {len(problems)} problem(s)")
+    click.echo(f"wrote {clips_per_class} clips per class to {out_dir} (valid DCASE layout)")
 
 
 if __name__ == "__main__":

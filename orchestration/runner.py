@@ -22,7 +22,9 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._core.loader import LoadingContextForTest  # a plain LoadingContext; the UI builds the same
 
 from foley_core.config import PROJECT_ROOT
+from foley_core.config import load_profile
 from orchestration.definitions import build_definitions
+from orchestration.report import terminal_summary, write_run_outputs
 
 # Dagster's console logger prints every engine event; the terminal gets one line per
 # stage instead, and the full event log is in the UI.
@@ -35,6 +37,7 @@ class PipelineRun:
     skipped: list[str] = field(default_factory=list)
     materialised: list[str] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
+    output_dir: Path | None = None
 
 
 def ensure_dagster_home() -> Path:
@@ -94,4 +97,10 @@ def run_pipeline(profile_name: str, overrides: dict | None = None, echo: Callabl
             outcome.materialised.append(label)
             note = f"  checks failed: {', '.join(failed)}" if failed else ""
             echo(f"  {label:<58} {time.perf_counter() - started:7.1f}s  run {result.run_id[:8]}{note}")
+    profile = load_profile(profile_name, overrides)
+    outcome.output_dir = write_run_outputs(profile, instance, list(graph.toposorted_asset_keys), outcome.run_ids)
+    echo(terminal_summary(profile, outcome.output_dir))
+    if outcome.failed_checks:
+        echo(f"quality gate failed ({', '.join(outcome.failed_checks)}): the model was NOT promoted; "
+             f"`foley generate` keeps using the last accepted one")
     return outcome
