@@ -54,3 +54,34 @@ def messy_source(tmp_path) -> Path:
     sf.write(root / "Cat/meow.wav", tone(0.5, 16000, 700), 16000)  # not a configured class
     (root / "Keyboard/LICENSE.txt").write_text("MIT")  # non-audio: ignored, not counted
     return root
+
+
+def smoke_overrides(root: Path) -> dict:
+    """The smoke profile with every path under ``root`` and a small synthetic corpus."""
+    return {
+        "paths": {"data_dir": str(root / "data"), "artifacts_dir": str(root / "artifacts"), "outputs_dir": str(root / "outputs")},
+        "data": {"sources": [{"kind": "synthetic", "path": str(root / "data/synthetic"), "clips_per_class": 4,
+                              "extra_types": ["Bell"], "clips_per_extra_type": 2}], "extra_classes": ["Bell"]},
+    }
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The whole pipeline materialised once on the smoke profile (shared by the generation tests)."""
+    import os
+
+    from orchestration.runner import run_pipeline
+
+    root = tmp_path_factory.mktemp("smoke_run")
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(root / "dagster_home")
+    try:
+        lines: list[str] = []
+        outcome = run_pipeline("smoke", smoke_overrides(root), echo=lines.append)
+    finally:
+        if previous is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+    return {"root": root, "outcome": outcome, "lines": lines,
+            "profile": load_profile("smoke", smoke_overrides(root))}
