@@ -121,6 +121,42 @@ def data_status() -> None:
     _dvc("status", "--cloud")
 
 
+@main.command("finetune")
+@click.argument("source", required=False, type=click.Path(path_type=Path))
+@PROFILE_OPTION
+def finetune(source: Path | None, profile: str) -> None:
+    """Fine-tune the embedding adapter on SOURCE (a <Class>/* folder or captioned CSV; default: the
+    profile's own dataset) on top of the profile's pre-trained LDM and CLAP; prints the validation
+    diffusion loss with the adapter and at identity."""
+    import json
+
+    from foley_core.clap import load_clap
+    from foley_core.data.ingest import ingest, load_manifest
+    from foley_core.data.sources import discover_source, source_from_path
+    from foley_core.generation.finetune import finetune_adapter
+
+    prof = _load(profile)
+    try:
+        encoder = load_clap(prof)
+        if source is None:
+            name, manifest = "dataset", load_manifest(prof.artifact_dir("dataset"), prof.class_names)
+        else:
+            name = source.resolve().name
+            found = discover_source(source_from_path(source), prof)
+            result = ingest(found.files, found.rejected, prof.artifact_dir("ingest", name), prof)
+            click.echo(f"ingested {len(result.clips)} clips from {source} ({len(result.quarantined)} quarantined)")
+            manifest = load_manifest(prof.artifact_dir("ingest", name))
+            manifest = manifest[manifest["class"].isin(prof.class_names)]
+        metrics = finetune_adapter(prof, manifest, lambda texts: encoder.encode_text(texts).numpy(),
+                                   prof.artifact_dir("ldm"), prof.artifact_dir("finetune-" + name, "adapter"),
+                                   clap_version=encoder.version)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    keys = ("trained", "steps", "loss_first", "loss_final", "val_loss", "val_loss_identity", "train_pairs")
+    click.echo(json.dumps({k: metrics.get(k) for k in keys}, indent=2))
+    click.echo(f"adapter: {prof.artifact_dir('finetune-' + name, 'adapter')}")
+
+
 @main.command("evaluate")
 @click.argument("generated_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.argument("reference_dir")
