@@ -1,0 +1,202 @@
+"""Pretrained LAION-CLAP (``paper`` profile): an official checkpoint through laion-clap's own ``CLAP`` class.
+
+Official files (``630k-audioset-best.pt``: HTSAT-tiny + RoBERTa, 512-d) are torch-saved
+dicts whose ``state_dict`` keys carry a ``module.`` prefix. Everything is read from local
+paths; the hub is used only when ``clap.download`` is set AND ``HF_HUB_OFFLINE=0``.
+
+laion's ``CLAP`` builds its RoBERTa with ``RobertaModel.from_pretrained('roberta-base')``
+(a download). The checkpoint holds every RoBERTa weight, so we build the same
+architecture from a config read off the checkpoint's tensors and load the weights over it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from contextlib import contextmanager
+from copy import deepcopy
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import soxr
+import torch
+import torch.nn.functional as F
+
+from foley_core.clap._laion import submodule
+from foley_core.clap.encoder import ClapEncoder
+from foley_core.clap.towers import check_vocabulary
+from foley_core.config import Profile
+
+HUB_REPO = "lukewys/laion_clap"
+TOKENIZER_MAX_LENGTH = 77  # laion's hook.py tokenizes to 77 tokens
+
+
+def read_laion_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
+    """The model weights of an official checkpoint, without the DDP ``module.`` prefix."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust_checkpoint:
+            raise RuntimeError(
+                f"{path} holds objects other than tensors and plain values, so it cannot be read with "
+                f"torch.load(weights_only=True) ({exc}). If you trust the file, set clap.trust_checkpoint: true."
+            ) from exc
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"{path} is not a laion-clap checkpoint (no state_dict of tensors)")
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    # A buffer older transformers saved; transformers >= 4.31 no longer has it (laion drops it too).
+    state.pop("text_branch.embeddings.position_ids", None)
+    return state
+
+
+def roberta_config_from_state(state: dict[str, torch.Tensor]):
+    """The RoBERTa architecture the checkpoint was trained with, read off its tensor shapes."""
+    from transformers import RobertaConfig
+
+    words = state["text_branch.embeddings.word_embeddings.weight"]
+    layers = {int(k.split(".")[3]) for k in state if k.startswith("text_branch.encoder.layer.")}
+    hidden = words.shape[1]
+    return RobertaConfig(
+        vocab_size=words.shape[0], hidden_size=hidden, num_hidden_layers=len(layers),
+        num_attention_heads=max(1, hidden // 64),  # roberta-base: 768 / 12 heads
+        intermediate_size=state["text_branch.encoder.layer.0.intermediate.dense.weight"].shape[0],
+        max_position_embeddings=state["text_branch.embeddings.position_embeddings.weight"].shape[0],
+        type_vocab_size=state["text_branch.embeddings.token_type_embeddings.weight"].shape[0],
+        pad_token_id=1, bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5,
+    )
+
+
+@contextmanager
+def _roberta_from_config(config):
+    """Make laion's ``RobertaModel.from_pretrained('roberta-base')`` build ``config`` locally instead."""
+    from transformers import RobertaModel
+
+    class LocalRoberta:
+        @staticmethod
+        def from_pretrained(*_args, **_kwargs):
+            return RobertaModel(config)
+
+    with mock.patch.object(submodule("model"), "RobertaModel", LocalRoberta):
+        yield
+
+
+def build_laion_clap(audio_model: str, roberta_config, enable_fusion: bool = False) -> torch.nn.Module:
+    """laion's ``CLAP`` with model config ``audio_model`` (e.g. HTSAT-tiny) and a RoBERTa text branch."""
+    factory = submodule("factory")
+    if audio_model not in factory.list_models():
+        raise ValueError(f"unknown laion audio model {audio_model!r}; available: {factory.list_models()}")
+    if enable_fusion:
+        raise NotImplementedError("fusion checkpoints are not supported: use a non-fusion one (630k-audioset-best.pt)")
+    cfg = deepcopy(factory._MODEL_CONFIGS[audio_model])
+    cfg["text_cfg"]["model_type"] = "roberta"
+    with _roberta_from_config(roberta_config):
+        return submodule("model").CLAP(**cfg, enable_fusion=False, fusion_type="None")
+
+
+class LaionClapEncoder(ClapEncoder):
+    """A laion ``CLAP`` + RoBERTa tokenizer behind the common interface.
+
+    Audio at ``sample_rate`` (the pipeline's rate) is resampled to the model's rate,
+    int16-quantised, and repeat-padded (or cut to its first window) as laion does for
+    non-fusion models.
+    """
+
+    batch_size = 16
+
+    def __init__(self, model, tokenizer, version: str, sample_rate: int):
+        super().__init__(model)
+        self.tokenizer = tokenizer
+        self.version = version
+        self.sample_rate = sample_rate
+        self.embed_dim = model.joint_embed_shape
+        self.model_rate = model.audio_cfg.sample_rate
+        self.window = model.audio_cfg.clip_samples
+
+    def _text_batch(self, texts):
+        tokens = self.tokenizer(texts, padding="max_length", truncation=True, max_length=TOKENIZER_MAX_LENGTH,
+                                return_tensors="pt")
+        return self.model.get_text_embedding({k: tokens[k] for k in ("input_ids", "attention_mask")})
+
+    def _audio_batch(self, waveforms):
+        items = [self._fit_window(soxr.resample(w, self.sample_rate, self.model_rate)) for w in waveforms]
+        batch = {"waveform": torch.from_numpy(np.stack(items)).to(self.device),
+                 "longer": torch.zeros(len(items), dtype=torch.bool, device=self.device)}
+        embedding = self.model.encode_audio(batch, device=self.device)["embedding"]
+        return F.normalize(self.model.audio_projection(embedding), dim=-1)
+
+    def _fit_window(self, wave: np.ndarray) -> np.ndarray:
+        wave = (np.clip(wave, -1, 1) * 32767).astype(np.int16).astype(np.float32) / 32767  # laion's int16 round trip
+        if wave.shape[0] >= self.window:
+            return wave[: self.window]
+        repeated = np.tile(wave, self.window // wave.shape[0])
+        return np.pad(repeated, (0, self.window - repeated.shape[0])).astype(np.float32)
+
+
+def load_tokenizer(path: Path | None, expected_vocab: int, download: bool):
+    from transformers import RobertaTokenizer
+
+    if path is not None and Path(path).is_dir():
+        tokenizer = RobertaTokenizer.from_pretrained(str(path), local_files_only=True)
+        name = str(path)
+    elif download and _hub_allowed():
+        tokenizer = RobertaTokenizer.from_pretrained("roberta-base")
+        name = "roberta-base"
+        if path is not None:
+            tokenizer.save_pretrained(str(path))
+    else:
+        raise FileNotFoundError(
+            f"RoBERTa tokenizer folder {path} not found. Put roberta-base's vocab.json + merges.txt there "
+            "(clap.tokenizer_path), or set clap.download: true with HF_HUB_OFFLINE=0."
+        )
+    check_vocabulary(tokenizer, name, expected=expected_vocab)
+    return tokenizer
+
+
+def _hub_allowed() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "1") in {"0", "false", "False"}
+
+
+def _checkpoint_path(profile: Profile) -> Path:
+    if profile.clap.checkpoint is None:
+        raise ValueError("clap.source is laion but clap.checkpoint is not set (a local .pt file)")
+    path = profile.resolve(profile.clap.checkpoint)
+    if path.is_file():
+        return path
+    if profile.clap.download and _hub_allowed():
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(HUB_REPO, path.name, local_dir=str(path.parent)))
+    raise FileNotFoundError(
+        f"LAION-CLAP checkpoint {path} not found. Download {path.name} from huggingface.co/{HUB_REPO} to that path, "
+        "or set clap.download: true with HF_HUB_OFFLINE=0."
+    )
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_laion_clap(profile: Profile) -> LaionClapEncoder:
+    clap = profile.clap
+    path = _checkpoint_path(profile)
+    state = read_laion_state_dict(path, clap.trust_checkpoint)
+    roberta = roberta_config_from_state(state)
+    model = build_laion_clap(clap.audio_tower, roberta)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not match laion CLAP {clap.audio_tower} + RoBERTa: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    tokenizer_dir = profile.resolve(clap.tokenizer_path) if clap.tokenizer_path else None
+    tokenizer = load_tokenizer(tokenizer_dir, roberta.vocab_size, clap.download)
+    version = hashlib.sha256(f"{file_digest(path)}|{clap.audio_tower}|{len(tokenizer)}".encode()).hexdigest()[:16]
+    return LaionClapEncoder(model, tokenizer, version, profile.audio.sample_rate)

@@ -1,0 +1,181 @@
+"""Contrastive training of the pipeline's small CLAP with Lightning and laion-clap's ``ClipLoss``.
+
+Seeded; checkpoints every N steps plus ``last.ckpt`` (state dicts and plain values only,
+so ``torch.load(weights_only=True)`` reads them); resumes from ``last.ckpt``; logs to
+wandb offline. The frozen MiniLM features of every caption are computed once up front,
+so a training step runs only the audio tower and the projections.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from foley_core.audio import write_text_atomic
+from foley_core.clap._laion import clap_module
+from foley_core.clap.encoder import TrainedClapEncoder, save_trained
+from foley_core.clap.evaluate import evaluate_clap, read_clips
+from foley_core.clap.towers import SmallClap, TowerConfig
+from foley_core.config import Profile
+
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.json"
+
+
+def tower_config(profile: Profile) -> TowerConfig:
+    clap, audio = profile.clap, profile.audio
+    return TowerConfig(
+        embed_dim=clap.embed_dim, sample_rate=audio.sample_rate, audio_tower=clap.audio_tower,
+        audio_channels=tuple(clap.audio_channels), mel_bins=clap.mel_bins, window_size=clap.window_size,
+        hop_size=clap.hop_size, fmin=audio.f_min, fmax=audio.f_max, text_tower=clap.text_tower,
+        text_width=clap.text_width, text_layers=clap.text_layers, text_heads=clap.text_heads,
+        context_length=clap.context_length,
+    )
+
+
+class CaptionedClips(Dataset):
+    """Random crops of in-memory clips (int16, to halve memory) paired with their caption's tower input."""
+
+    def __init__(self, clips: list[np.ndarray], text_inputs: torch.Tensor, crop_samples: int):
+        self.clips = [np.round(np.clip(c, -1, 1) * 32767).astype(np.int16) for c in clips]
+        self.text_inputs = text_inputs
+        self.crop = crop_samples
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int):
+        clip = self.clips[index]
+        if clip.shape[0] > self.crop:
+            start = int(torch.randint(0, clip.shape[0] - self.crop + 1, ()))
+            clip = clip[start : start + self.crop]
+        return torch.from_numpy(clip.astype(np.float32) / 32767.0), self.text_inputs[index]
+
+
+class ClapTrainingModule(pl.LightningModule):
+    def __init__(self, cfg: TowerConfig, learning_rate: float, steps: int):
+        super().__init__()
+        self.model = SmallClap(cfg)
+        self.loss = clap_module().ClipLoss()
+        self.learning_rate = learning_rate
+        self.steps = steps
+
+    def training_step(self, batch, batch_index):
+        waveform, text_inputs = batch
+        audio = self.model.embed_audio(waveform)
+        text = self.model.embed_text_features(text_inputs)
+        scale = self.model.logit_scale_a.clamp(0, math.log(100)).exp()  # laion clamps at 100
+        loss = self.loss(audio, text, scale)
+        self.log("train/loss", loss, on_step=True, prog_bar=False)
+        self.log("train/logit_scale", scale, on_step=True)
+        return loss
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=1e-4)
+        warmup = max(1, self.steps // 20)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, self.steps) / max(1, self.steps))),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def _logger(profile: Profile, out_dir: Path):
+    if profile.wandb.mode == "disabled":
+        return False
+    from pytorch_lightning.loggers import WandbLogger
+
+    return WandbLogger(project=profile.wandb.project, name=f"clap-{profile.name}", save_dir=str(out_dir),
+                       mode=profile.wandb.mode, log_model=False)
+
+
+def train_clap(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, paraphrases: pd.DataFrame | None = None) -> dict:
+    """Train on the manifest's train split, evaluate on its val split, save safetensors + config.json.
+
+    Returns the metrics (also written to ``out_dir/metrics.json``).
+    """
+    if profile.clap.source != "trained":
+        raise ValueError(f"profile {profile.name!r} uses a pretrained {profile.clap.source} CLAP: load it with load_clap()")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(profile.seed, workers=True)
+    train = manifest[manifest["split"] == "train"].reset_index(drop=True)
+    if len(train) < 2:
+        raise ValueError(f"contrastive training needs at least 2 training clips, the manifest has {len(train)}")
+    cfg = tower_config(profile)
+    module = ClapTrainingModule(cfg, profile.clap.learning_rate, profile.clap.steps)
+    with torch.no_grad():
+        text_inputs = module.model.text_features(list(train["caption"])).cpu()
+    crop = int(round(profile.clap.crop_seconds * cfg.sample_rate))
+    dataset = CaptionedClips(read_clips(train["abs_path"], cfg.sample_rate), text_inputs, crop)
+    loader = DataLoader(
+        dataset, batch_size=min(profile.clap.batch_size, len(dataset)), shuffle=True, drop_last=True,
+        num_workers=profile.trainer.num_workers, generator=torch.Generator().manual_seed(profile.seed),
+    )
+    trainer = _trainer(profile, out_dir)
+    last = out_dir / CHECKPOINTS / "last.ckpt"
+    _discard_stale_checkpoints(out_dir / CHECKPOINTS, _run_fingerprint(profile, train))
+    started = time.perf_counter()
+    trainer.fit(module, loader, ckpt_path=str(last) if last.is_file() else None)
+    trainer.save_checkpoint(last)  # step-based saving skips the final step; resuming needs it
+    train_seconds = time.perf_counter() - started
+
+    version = save_trained(module.model.cpu(), out_dir)
+    encoder = TrainedClapEncoder.load(out_dir)
+    val = manifest[manifest["split"] == "val"].reset_index(drop=True)
+    metrics = evaluate_clap(encoder, val, profile, paraphrases) if len(val) else {}
+    loss = trainer.callback_metrics.get("train/loss")
+    metrics.update(
+        final_loss=float(loss) if loss is not None else float("nan"), steps=int(trainer.global_step),
+        train_seconds=round(train_seconds, 2), version=version, train_clips=int(len(train)),
+        text_tower=cfg.text_tower, audio_tower=cfg.audio_tower,
+    )
+    if trainer.logger:
+        trainer.logger.log_metrics({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                                   step=trainer.global_step)
+        trainer.logger.finalize("success")
+        trainer.logger.experiment.finish()  # else the next stage's WandbLogger silently reuses this run
+    write_text_atomic(out_dir / METRICS, json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics
+
+
+def _run_fingerprint(profile: Profile, train: pd.DataFrame) -> str:
+    """What a checkpoint must share to be resumed: data, seed, audio and CLAP settings except the step count."""
+    settings = profile.model_dump(mode="json", include={"seed", "audio", "clap"})
+    settings["clap"].pop("steps")
+    settings["train"] = sorted(zip(train["content_hash"], train["caption"]))
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _discard_stale_checkpoints(folder: Path, fingerprint: str) -> None:
+    """Checkpoints of another dataset or config are not resumed but deleted."""
+    marker = folder.parent / "checkpoints_run.json"  # beside, not inside: Lightning warns on a non-empty dir
+    if folder.is_dir() and (not marker.is_file() or json.loads(marker.read_text()).get("fingerprint") != fingerprint):
+        shutil.rmtree(folder)
+    write_text_atomic(marker, json.dumps({"fingerprint": fingerprint}))
+
+
+def _trainer(profile: Profile, out_dir: Path) -> pl.Trainer:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    settings = profile.trainer
+    checkpoint = ModelCheckpoint(dirpath=out_dir / CHECKPOINTS, filename="clap-{step}", save_last=True,
+                                 save_top_k=1, every_n_train_steps=settings.checkpoint_every_n_steps,
+                                 save_weights_only=False)
+    return pl.Trainer(
+        max_steps=profile.clap.steps, accelerator=settings.accelerator, devices=settings.devices,
+        strategy=settings.strategy, num_nodes=settings.num_nodes, precision=settings.precision,
+        callbacks=[checkpoint], logger=_logger(profile, out_dir), log_every_n_steps=10,
+        enable_progress_bar=False, enable_model_summary=False, deterministic=False, default_root_dir=str(out_dir),
+    )
