@@ -106,6 +106,7 @@ def griffin_lim(log_mel: torch.Tensor, audio: AudioConfig, iterations: int) -> t
     waves = []
     for mel in mels:
         magnitude = np.maximum(inverse @ mel, 0.0)
+        magnitude = np.pad(magnitude, ((0, 0), (0, 1)), mode="edge")  # librosa's centred STFT has frames + 1
         wave = librosa.griffinlim(
             magnitude, n_iter=iterations, hop_length=audio.hop_length, win_length=audio.win_length,
             n_fft=audio.n_fft, length=samples, random_state=0,

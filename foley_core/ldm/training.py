@@ -1,0 +1,320 @@
+"""Training entry points: one Lightning run per network, seeded, checkpointed, resumable.
+
+Each ``train_*`` writes the finished model to ``out_dir`` (``save_pretrained``: safetensors +
+config.json) plus ``metrics.json``; Lightning checkpoints and logs go to ``work_dir``
+(default: a ``training/<name>`` folder beside ``out_dir``), keyed by a fingerprint of what
+the run depends on, so a killed run resumes from ``last.ckpt`` and a changed config starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+from transformers import SpeechT5HifiGan
+
+from foley_core.audio import write_text_atomic
+from foley_core.config import Profile
+from foley_core.ldm.components import LdmComponents, ldm_code_version
+from foley_core.ldm.data import (
+    Conditioning, InMemoryDataModule, LatentConditions, MelCrops, VocoderSegments,
+    compute_log_mels, conditioning_matrix, load_waveforms, split_rows,
+)  # fmt: skip
+from foley_core.ldm.evaluation import reconstruction_report
+from foley_core.ldm.mel import MelFrontEnd, MelNormalisation, pad_frames
+from foley_core.ldm.models import (
+    build_train_scheduler, build_unet, build_vae, build_vocoder, parameter_count, unet_downsampling, vae_downsampling,
+)  # fmt: skip
+from foley_core.ldm.modules import UnetModule, VaeModule, VocoderModule
+
+METRICS = "metrics.json"
+NORMALISATION = "mel_normalisation.json"
+log = logging.getLogger(__name__)
+
+
+class LossHistory(Callback):
+    """Per-step training loss; kept in checkpoints so a resumed run reports the whole curve."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.start_step = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start_step = trainer.global_step  # > 0 when resumed from a checkpoint
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+        step = trainer.global_step
+        if step % max(1, trainer.max_steps // 10) == 0:  # ~10 progress lines per run
+            log.info("%s: step %d/%d, loss %.4f", type(pl_module).__name__, step, trainer.max_steps, self.losses[-1])
+
+    def state_dict(self) -> dict:
+        return {"losses": list(self.losses)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.losses = list(state_dict["losses"])
+
+    def summary(self) -> dict:
+        if not self.losses:
+            return {"loss_first": None, "loss_final": None}
+        window = max(1, len(self.losses) // 10)  # mean of the first / last tenth: robust to noisy steps
+        return {"loss_first": sum(self.losses[:window]) / window, "loss_final": sum(self.losses[-window:]) / window}
+
+
+def fit(profile: Profile, name: str, module: pl.LightningModule, data: InMemoryDataModule, steps: int,
+        work_dir: Path, callbacks: Sequence[Callback] = ()) -> tuple[dict, pl.Trainer | None]:  # fmt: skip
+    """Run (or resume) one Lightning fit to ``steps`` optimizer steps; Trainer settings come from the profile.
+
+    Returns the run's metrics and the trainer (None when ``steps`` is 0: nothing to train)."""
+    if steps == 0:  # e.g. pretrained weights used as they are
+        return {"steps": 0, "resumed_from_step": 0, "seconds": 0.0, "steps_per_s": None, "loss_first": None, "loss_final": None}, None
+    history = LossHistory()
+    checkpoints = ModelCheckpoint(
+        dirpath=work_dir / "checkpoints", every_n_train_steps=profile.trainer.checkpoint_every_n_steps,
+        save_last=True, save_top_k=1,
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        max_steps=steps, max_epochs=-1, accelerator=profile.trainer.accelerator, devices=profile.trainer.devices,
+        strategy=profile.trainer.strategy, num_nodes=profile.trainer.num_nodes, precision=profile.trainer.precision,
+        callbacks=[history, checkpoints, *callbacks], logger=_logger(profile, name, work_dir), default_root_dir=work_dir,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        log_every_n_steps=min(25, max(1, steps)),
+    )  # fmt: skip
+    last = work_dir / "checkpoints" / "last.ckpt"
+    started = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.is_file() else None)
+    finally:
+        if isinstance(trainer.logger, WandbLogger):
+            trainer.logger.experiment.finish()
+    seconds = time.perf_counter() - started
+    run_steps = trainer.global_step - history.start_step
+    return {
+        "steps": trainer.global_step, "resumed_from_step": history.start_step, "seconds": round(seconds, 2),
+        "steps_per_s": round(run_steps / seconds, 3) if seconds > 0 else None, **history.summary(),
+    }, trainer  # fmt: skip
+
+
+def _is_writer(trainer: pl.Trainer | None) -> bool:
+    """Under DDP every rank runs the training function; only rank 0 writes the model."""
+    return trainer is None or trainer.is_global_zero
+
+
+def _wait_for_writer(trainer: pl.Trainer | None) -> None:
+    if trainer is not None and trainer.world_size > 1:
+        trainer.strategy.barrier("ldm-model-saved")
+
+
+def _logger(profile: Profile, name: str, work_dir: Path):
+    if profile.wandb.mode == "disabled":
+        return CSVLogger(save_dir=work_dir, name="logs")
+    return WandbLogger(project=profile.wandb.project, name=f"{profile.name}-{name}", save_dir=str(work_dir),
+                       mode=profile.wandb.mode, config=profile.ldm.model_dump(mode="json"))  # fmt: skip
+
+
+def _work_dir(out_dir: Path, work_dir: Path | None, name: str, fingerprint: str) -> Path:
+    root = Path(work_dir) if work_dir is not None else Path(out_dir).parent / "training" / name
+    return root / fingerprint
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _finished(out_dir: Path, fingerprint: str) -> dict | None:
+    path = Path(out_dir) / METRICS
+    if path.is_file():
+        metrics = json.loads(path.read_text())
+        if metrics.get("fingerprint") == fingerprint:
+            return metrics
+    return None
+
+
+def _write_metrics(out_dir: Path, metrics: dict) -> dict:
+    write_text_atomic(Path(out_dir) / METRICS, json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics
+
+
+def train_vae(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, work_dir: Path | None = None,
+              init: AutoencoderKL | None = None, callbacks: Sequence[Callback] = ()) -> dict:  # fmt: skip
+    """Train the AutoencoderKL on log-mel crops; also measures the mel normalisation and latent scale."""
+    cfg, out_dir = profile.ldm.vae, Path(out_dir)
+    train, val = split_rows(manifest, "train"), split_rows(manifest, "val")
+    key = _fingerprint("vae", cfg.model_dump(), profile.audio.model_dump(), profile.ldm.mel_normalisation,
+                       profile.seed, sorted(train["content_hash"]), ldm_code_version())  # fmt: skip
+    if (done := _finished(out_dir, key)) is not None:
+        return done
+    pl.seed_everything(profile.seed, workers=True)
+    front_end = MelFrontEnd(profile.audio)
+    log_mels = compute_log_mels(load_waveforms(train, profile.audio), front_end)
+    norm = MelNormalisation.measure(log_mels) if profile.ldm.mel_normalisation == "global" else MelNormalisation()
+    vae = init if init is not None else build_vae(cfg)
+    multiple = vae_downsampling(vae)
+    crop = cfg.crop_frames - cfg.crop_frames % multiple
+    images = norm.normalise(pad_frames(log_mels, multiple))
+    data = InMemoryDataModule(MelCrops(images, crop), cfg.batch_size, profile.trainer.num_workers, profile.seed)
+    module = VaeModule(vae, cfg)
+    run, trainer = fit(profile, "vae", module, data, cfg.steps, _work_dir(out_dir, work_dir, "vae", key), callbacks)
+    if not _is_writer(trainer):
+        _wait_for_writer(trainer)
+        return run
+    vae = module.vae.cpu().eval()
+    scale = _latent_scale(vae, images) if init is None else vae.config.scaling_factor
+    vae.register_to_config(scaling_factor=scale)
+    vae.save_pretrained(out_dir, safe_serialization=True)
+    write_text_atomic(out_dir / NORMALISATION, json.dumps(norm.to_dict()))
+    val_images = norm.normalise(pad_frames(compute_log_mels(load_waveforms(val, profile.audio), front_end), multiple))
+    with torch.no_grad():
+        val_l1 = float((vae.decode(vae.encode(val_images).latent_dist.mode()).sample - val_images).abs().mean())
+    metrics = _write_metrics(out_dir, {
+        **run, "fingerprint": key, "parameters": parameter_count(vae), "latent_scale": scale,
+        "mel_normalisation": norm.to_dict(), "val_l1_normalised": val_l1, "val_mel_l1": val_l1 * norm.std,
+    })  # fmt: skip
+    _wait_for_writer(trainer)
+    return metrics
+
+
+@torch.no_grad()
+def _latent_scale(vae: AutoencoderKL, images: torch.Tensor, batch: int = 64) -> float:
+    """1 / std of sampled latents, so diffusion sees unit-variance latents (Stable Diffusion's rule)."""
+    latents = torch.cat([vae.encode(images[i : i + batch]).latent_dist.sample() for i in range(0, len(images), batch)])
+    return float(1.0 / latents.std().clamp_min(1e-6))
+
+
+def load_vae(vae_dir: Path) -> tuple[AutoencoderKL, MelNormalisation]:
+    vae = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True, low_cpu_mem_usage=False).eval()
+    norm_file = Path(vae_dir) / NORMALISATION
+    norm = MelNormalisation(**json.loads(norm_file.read_text())) if norm_file.is_file() else MelNormalisation()
+    return vae, norm
+
+
+def train_vocoder(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, work_dir: Path | None = None,
+                  init: SpeechT5HifiGan | None = None, callbacks: Sequence[Callback] = ()) -> dict:  # fmt: skip
+    """Train the SpeechT5HifiGan generator on aligned (log-mel, waveform) segments."""
+    cfg, out_dir = profile.ldm.vocoder, Path(out_dir)
+    if cfg.kind == "griffinlim":
+        raise ValueError("ldm.vocoder.kind is 'griffinlim': there is no vocoder to train")
+    train = split_rows(manifest, "train")
+    key = _fingerprint("vocoder", cfg.model_dump(), profile.audio.model_dump(), profile.seed,
+                       sorted(train["content_hash"]), ldm_code_version())  # fmt: skip
+    if (done := _finished(out_dir, key)) is not None:
+        return done
+    pl.seed_everything(profile.seed, workers=True)
+    front_end = MelFrontEnd(profile.audio)
+    waves = load_waveforms(train, profile.audio)
+    segments = VocoderSegments(compute_log_mels(waves, front_end), waves, cfg.segment_frames, profile.audio.hop_length)
+    data = InMemoryDataModule(segments, cfg.batch_size, profile.trainer.num_workers, profile.seed)
+    module = VocoderModule(init if init is not None else build_vocoder(cfg, profile.audio), front_end, cfg)
+    run, trainer = fit(profile, "vocoder", module, data, cfg.steps, _work_dir(out_dir, work_dir, "vocoder", key), callbacks)
+    if _is_writer(trainer):
+        vocoder = module.vocoder.cpu().eval()
+        vocoder.save_pretrained(out_dir, safe_serialization=True)
+        run = _write_metrics(out_dir, {**run, "fingerprint": key, "parameters": parameter_count(vocoder)})
+    _wait_for_writer(trainer)
+    return run
+
+
+def train_unet(profile: Profile, manifest: pd.DataFrame, conditioning: Conditioning, vae_dir: Path, out_dir: Path, *,
+               work_dir: Path | None = None, init: UNet2DConditionModel | None = None,
+               scheduler: DDPMScheduler | None = None, callbacks: Sequence[Callback] = ()) -> dict:  # fmt: skip
+    """Train the conditional UNet on VAE latents of every training clip, conditioned on its
+    ``conditioning`` vector (the CLAP *audio* embedding, keyed by content_hash). Saves EMA weights."""
+    cfg, out_dir = profile.ldm.unet, Path(out_dir)
+    train = split_rows(manifest, "train")
+    hashes = list(train["content_hash"])
+    conditions = conditioning_matrix(conditioning, hashes)
+    vae, norm = load_vae(vae_dir)
+    key = _fingerprint("unet", cfg.model_dump(), profile.audio.model_dump(), profile.seed, sorted(hashes),
+                       hashlib.sha256(conditions.numpy().tobytes()).hexdigest(), _file_digest(Path(vae_dir)),
+                       ldm_code_version())  # fmt: skip
+    if (done := _finished(out_dir, key)) is not None:
+        return done
+    pl.seed_everything(profile.seed, workers=True)
+    unet = init if init is not None else build_unet(cfg, vae.config.latent_channels, conditions.shape[1])
+    if unet.config.projection_class_embeddings_input_dim != conditions.shape[1]:
+        raise ValueError(f"conditioning dim {conditions.shape[1]} != UNet's {unet.config.projection_class_embeddings_input_dim}")
+    multiple = vae_downsampling(vae) * unet_downsampling(unet)
+    images = norm.normalise(pad_frames(compute_log_mels(load_waveforms(train, profile.audio), MelFrontEnd(profile.audio)), multiple))
+    means, stds = _encode_posteriors(vae, images, vae.config.scaling_factor)
+    data = InMemoryDataModule(LatentConditions(means, stds, conditions), cfg.batch_size, profile.trainer.num_workers, profile.seed)
+    scheduler = scheduler if scheduler is not None else build_train_scheduler(cfg)
+    module = UnetModule(unet, scheduler, cfg)
+    run, trainer = fit(profile, "unet", module, data, cfg.steps, _work_dir(out_dir, work_dir, "unet", key), callbacks)
+    if _is_writer(trainer):
+        module.ema_unet().save_pretrained(out_dir, safe_serialization=True)
+        scheduler.save_pretrained(out_dir / "scheduler")
+        run = _write_metrics(out_dir, {**run, "fingerprint": key, "parameters": parameter_count(unet),
+                                       "latent_shape": list(means.shape[1:])})  # fmt: skip
+    _wait_for_writer(trainer)
+    return run
+
+
+@torch.no_grad()
+def _encode_posteriors(vae: AutoencoderKL, images: torch.Tensor, scale: float, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    means, stds = [], []
+    for i in range(0, len(images), batch):
+        posterior = vae.encode(images[i : i + batch]).latent_dist
+        means.append(posterior.mean * scale)
+        stds.append(posterior.std * scale)
+    return torch.cat(means), torch.cat(stds)
+
+
+def _file_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def train_ldm(profile: Profile, manifest: pd.DataFrame, conditioning: Conditioning, out_dir: Path, *,
+              report_clips: int = 8) -> dict:  # fmt: skip
+    """All three models into ``out_dir/{vae,vocoder,unet,scheduler}`` + ``ldm_config.json``; each resumes on its own.
+
+    With ``ldm.pretrained_path`` the AudioLDM components are the starting point (``steps: 0`` = used as is)."""
+    out_dir = Path(out_dir)
+    work = out_dir / "training"
+    initial = _pretrained(profile)
+    metrics = {"vae": train_vae(profile, manifest, out_dir / "vae", work_dir=work / "vae", init=initial and initial.vae)}
+    use_vocoder = profile.ldm.vocoder.kind == "hifigan"
+    if use_vocoder:
+        metrics["vocoder"] = train_vocoder(profile, manifest, out_dir / "vocoder", work_dir=work / "vocoder",
+                                           init=initial and initial.vocoder)  # fmt: skip
+    metrics["unet"] = train_unet(profile, manifest, conditioning, out_dir / "vae", out_dir / "unet",
+                                 work_dir=work / "unet", init=initial and initial.unet,
+                                 scheduler=initial and DDPMScheduler.from_config(initial.scheduler_config))  # fmt: skip
+    if rank_zero_only.rank != 0:  # DDP: the other ranks trained alongside; rank 0 assembles the folder
+        return metrics
+    vae, norm = load_vae(out_dir / "vae")
+    components = LdmComponents(
+        vae=vae, unet=UNet2DConditionModel.from_pretrained(out_dir / "unet", use_safetensors=True, low_cpu_mem_usage=False),
+        vocoder=_load_vocoder(out_dir / "vocoder") if use_vocoder else None,
+        scheduler_config=dict(initial.scheduler_config if initial else DDPMScheduler.load_config(out_dir / "unet" / "scheduler")),
+        audio=profile.audio, normalisation=norm, griffinlim_iters=profile.ldm.vocoder.griffinlim_iters,
+    )  # fmt: skip
+    components.save(out_dir)
+    metrics["reconstruction"] = reconstruction_report(components, split_rows(manifest, "val"), report_clips)
+    metrics["parameters"] = components.parameter_counts()
+    metrics["code_version"] = ldm_code_version()
+    return _write_metrics(out_dir, metrics)
+
+
+def _load_vocoder(folder: Path) -> SpeechT5HifiGan:
+    return SpeechT5HifiGan.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False).eval()
+
+
+def _pretrained(profile: Profile) -> LdmComponents | None:
+    if profile.ldm.pretrained_path is None:
+        return None
+    path = profile.resolve(profile.ldm.pretrained_path)
+    return LdmComponents.from_audioldm(path if path.exists() else profile.ldm.pretrained_path, audio=profile.audio)
