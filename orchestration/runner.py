@@ -10,6 +10,7 @@ changed recomputes nothing expensive.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -63,10 +64,22 @@ def _groups(graph) -> list[tuple[list[AssetKey], object]]:
     return groups
 
 
+def quiet_training_logs() -> None:
+    """Lightning's banners ("GPU available: False", tips) go to the run logs, not the terminal."""
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import diffusers
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars on every model load
+    diffusers.utils.logging.disable_progress_bar()
+
+
 def run_pipeline(profile_name: str, overrides: dict | None = None, echo: Callable[[str], None] = print,
                  force: bool = False) -> PipelineRun:
     """Materialise every asset that is missing or stale (all of them with ``force``)."""
     ensure_dagster_home()
+    quiet_training_logs()
     defs = build_definitions(profile_name, overrides)
     instance = DagsterInstance.get()
     everything = [*defs.assets, *defs.asset_checks]

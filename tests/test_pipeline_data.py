@@ -9,7 +9,8 @@ from orchestration.runner import run_pipeline
 
 
 def _overrides(tmp_path):
-    return {"paths": {"data_dir": str(tmp_path / "data"), "artifacts_dir": str(tmp_path / "artifacts")},
+    return {"paths": {"data_dir": str(tmp_path / "data"), "artifacts_dir": str(tmp_path / "artifacts"),
+                      "outputs_dir": str(tmp_path / "outputs")},
             "data": {"sources": [{"kind": "synthetic", "path": str(tmp_path / "data/synthetic"),
                                   "clips_per_class": 3, "extra_types": ["Bell"], "clips_per_extra_type": 2}],
                      "extra_classes": ["Bell"]}}

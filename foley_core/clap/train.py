@@ -127,7 +127,7 @@ def train_clap(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, parap
     last = out_dir / CHECKPOINTS / "last.ckpt"
     _discard_stale_checkpoints(out_dir / CHECKPOINTS, _run_fingerprint(profile, train))
     started = time.perf_counter()
-    trainer.fit(module, loader, ckpt_path=str(last) if last.is_file() else None)
+    trainer.fit(module, loader, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
     trainer.save_checkpoint(last)  # step-based saving skips the final step; resuming needs it
     train_seconds = time.perf_counter() - started
 

@@ -94,7 +94,7 @@ def fit(profile: Profile, name: str, module: pl.LightningModule, data: InMemoryD
     last = work_dir / "checkpoints" / "last.ckpt"
     started = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.is_file() else None)
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
     finally:
         if isinstance(trainer.logger, WandbLogger):
             trainer.logger.experiment.finish()
