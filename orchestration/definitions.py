@@ -18,7 +18,13 @@ from orchestration.assets.models import build_model_assets
 from orchestration.automation import retrain_on_data_change, weekly_retraining
 from orchestration.resources import FoleyProfile
 
-PIPELINE_JOB = "foley_pipeline"
+# A Dagster job runs one partitioning at a time, so the graph has three jobs; the whole
+# graph runs as a backfill ("Materialize all" in the UI, the schedule, the sensor) or `foley run`.
+JOBS = {
+    "foley_models": "unpartitioned stages: CLAP, LDM, adapter, evaluation, promotion",
+    "foley_data_per_class": "per dataset class: ingestion and CLAP embeddings",
+    "foley_generation_per_class": "per target class: candidates, selection, DCASE export",
+}
 
 
 def build_definitions(profile_name: str | None = None, overrides: dict | None = None) -> Definitions:
@@ -31,7 +37,15 @@ def build_definitions(profile_name: str | None = None, overrides: dict | None = 
     return Definitions(
         assets=[raw_foley_data, foley_dataset, *model_assets, *generation_assets],
         asset_checks=checks,
-        jobs=[define_asset_job(PIPELINE_JOB, selection=AssetSelection.all(), description="The whole pipeline")],
+        jobs=[
+            define_asset_job("foley_models", selection=AssetSelection.assets(
+                raw_foley_data, model_assets[0], model_assets[2], finetuned_adapter, *generation_assets[2:]),
+                description=JOBS["foley_models"]),
+            define_asset_job("foley_data_per_class", selection=AssetSelection.assets(foley_dataset, clap_embeddings),
+                             description=JOBS["foley_data_per_class"]),
+            define_asset_job("foley_generation_per_class", selection=AssetSelection.assets(*generation_assets[:2]),
+                             description=JOBS["foley_generation_per_class"]),
+        ],
         schedules=[weekly_retraining],
         sensors=[retrain_on_data_change],
         resources={"foley": FoleyProfile(name=profile_name, overrides_json=json.dumps(overrides or {}))},
