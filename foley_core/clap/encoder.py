@@ -6,6 +6,7 @@ silently fixed (a wrong sample rate is an error, not a resample).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import hashlib
 import json
 import os
@@ -64,7 +65,7 @@ def length_groups(items: list[np.ndarray], batch_size: int) -> list[list[int]]:
     return [ids[s : s + batch_size] for ids in by_length.values() for s in range(0, len(ids), batch_size)]
 
 
-class ClapEncoder:
+class ClapEncoder(ABC):
     """Base: validation, batching, device handling. Subclasses embed one valid batch."""
 
     embed_dim: int
@@ -97,11 +98,13 @@ class ClapEncoder:
             out[ids] = self._audio_batch(np.stack([items[i] for i in ids])).float().cpu()
         return out
 
+    @abstractmethod
     def _text_batch(self, texts: list[str]) -> torch.Tensor:
-        raise NotImplementedError
+        """Embed one batch of validated texts."""
 
+    @abstractmethod
     def _audio_batch(self, waveforms: np.ndarray) -> torch.Tensor:
-        raise NotImplementedError
+        """Embed one batch of validated, equal-length waveforms."""
 
 
 class TrainedClapEncoder(ClapEncoder):

@@ -90,7 +90,7 @@ def build_laion_clap(audio_model: str, roberta_config, enable_fusion: bool = Fal
     if audio_model not in factory.list_models():
         raise ValueError(f"unknown laion audio model {audio_model!r}; available: {factory.list_models()}")
     if enable_fusion:
-        raise NotImplementedError("fusion checkpoints are not supported: use a non-fusion one (630k-audioset-best.pt)")
+        raise ValueError("fusion checkpoints are not supported: use a non-fusion one (630k-audioset-best.pt)")
     cfg = deepcopy(factory._MODEL_CONFIGS[audio_model])
     cfg["text_cfg"]["model_type"] = "roberta"
     with _roberta_from_config(roberta_config):
