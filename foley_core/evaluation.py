@@ -11,11 +11,6 @@ import pandas as pd
 
 from foley_core.metrics import kad
 from foley_core.metrics.distances import fad
-from foley_core.metrics.embedders import Embedder
-
-
-def embed_clips(embedder: Embedder, clips: np.ndarray, sample_rate: int) -> np.ndarray:
-    return embedder.embed(list(clips), sample_rate)
 
 
 def distance_row(generated: np.ndarray, reference: np.ndarray) -> dict:
