@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, Definitions
 
 from orchestration.definitions import JOBS, build_definitions
 from orchestration.runner import run_pipeline
@@ -29,6 +29,8 @@ def test_definitions_load_and_partition_by_class(tmp_path):
         "DogBark", "Footstep", "GunShot", "Keyboard", "MovingMotorVehicle", "Rain", "Sneeze_Cough", "Bell"]
     assert AssetKey("raw_foley_data") in graph.get(AssetKey("foley_dataset")).parent_keys
     assert all(defs.resolve_job_def(name) is not None for name in JOBS)
+    Definitions.validate_loadable(defs)  # what `dagster dev` does: every job, schedule and sensor resolves
+    assert {j.name for j in defs.get_repository_def().get_all_jobs()} >= set(JOBS)
     assert all(graph.get(k).code_version for k in graph.materializable_asset_keys)
 
 
