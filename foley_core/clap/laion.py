@@ -28,6 +28,7 @@ from foley_core.clap._laion import submodule
 from foley_core.clap.encoder import ClapEncoder
 from foley_core.clap.towers import check_vocabulary
 from foley_core.config import Profile
+from foley_core.data.versioning import file_hash
 
 HUB_REPO = "lukewys/laion_clap"
 TOKENIZER_MAX_LENGTH = 77  # laion's hook.py tokenizes to 77 tokens
@@ -176,12 +177,6 @@ def _checkpoint_path(profile: Profile) -> Path:
     )
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_laion_clap(profile: Profile) -> LaionClapEncoder:
@@ -198,5 +193,5 @@ def load_laion_clap(profile: Profile) -> LaionClapEncoder:
         )
     tokenizer_dir = profile.resolve(clap.tokenizer_path) if clap.tokenizer_path else None
     tokenizer = load_tokenizer(tokenizer_dir, roberta.vocab_size, clap.download)
-    version = hashlib.sha256(f"{file_digest(path)}|{clap.audio_tower}|{len(tokenizer)}".encode()).hexdigest()[:16]
+    version = hashlib.sha256(f"{file_hash(path)}|{clap.audio_tower}|{len(tokenizer)}".encode()).hexdigest()[:16]
     return LaionClapEncoder(model, tokenizer, version, profile.audio.sample_rate)

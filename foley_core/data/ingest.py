@@ -32,6 +32,7 @@ from foley_core.audio import (
 )
 from foley_core.config import Profile
 from foley_core.data.sources import Rejected, SourceFile
+from foley_core.data.versioning import file_hash
 
 MANIFEST = "manifest.csv"
 QUARANTINE = "quarantine.csv"
@@ -91,14 +92,6 @@ class IngestResult:
             {"files_ingested": int, "quarantined": int, "clips": int}
         )
         return table.sort_index().round({"seconds": 1})
-
-
-def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_validation(source_hash: str, val_fraction: float) -> bool:

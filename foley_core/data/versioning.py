@@ -67,10 +67,20 @@ def track(data_dir: Path, *, push: bool = True, remote: str | None = None) -> st
     return version
 
 
-def folder_hash(folder: Path) -> str:
-    """Content hash of a folder (relative paths + bytes), for data outside DVC (tests, ad-hoc sources)."""
+def file_hash(path: Path) -> str:
+    """sha256 of a file, read in blocks (checkpoints can be GBs)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_hash(folder: Path, pattern: str = "*") -> str:
+    """Content hash of the files matching ``pattern`` below a folder (relative paths + bytes);
+    hidden files are skipped. Data versions of sources outside DVC and of model folders."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob(pattern) if p.is_file() and not p.name.startswith(".")):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(bytes.fromhex(file_hash(path)))
     return digest.hexdigest()[:32]

@@ -90,7 +90,7 @@ def build_generation_assets(profile: Profile, finetuned_adapter, clap_embeddings
             records[variant] = save_class_generation(gen, generation_dir(prof, variant, label))
         summary = records["adapter"]["summary"]
         return MaterializeResult(
-            data_version=DataVersion(folder_version(generation_dir(prof, "adapter", label), "**/*.wav")),
+            data_version=DataVersion(folder_version(generation_dir(prof, "adapter", label), "*.wav")),
             metadata={**{k: v for k, v in summary.items()},
                       "score_distribution": MetadataValue.json({v: r["summary"] for v, r in records.items()}),
                       "prompt": records["adapter"]["prompt"]},

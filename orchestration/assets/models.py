@@ -22,16 +22,15 @@ from dagster import (
 from foley_core.config import Profile
 from foley_core.data.ingest import load_manifest
 from foley_core.data.sources import partition_keys
+from foley_core.data.versioning import folder_hash
 from orchestration.assets.data import dataset_dir
 from orchestration.resources import FoleyProfile
 from orchestration.versions import code_version
 
 
-def folder_version(folder: Path, pattern: str = "**/*.safetensors") -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.glob(pattern)):
-        digest.update(path.relative_to(folder).as_posix().encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
+def folder_version(folder: Path, pattern: str = "*.safetensors") -> str:
+    """Data version of a model or clip folder: the content hash of its matching files."""
+    return folder_hash(folder, pattern)[:16]
 
 
 def _scalars(metrics: dict) -> dict:
