@@ -75,6 +75,14 @@ def quiet_training_logs() -> None:
     diffusers.utils.logging.disable_progress_bar()
 
 
+def _data_version(instance: DagsterInstance, key: AssetKey, partition: str | None) -> str | None:
+    records = instance.fetch_materializations(key, limit=100).records
+    for record in records:  # newest first
+        if record.partition_key == partition:
+            return (record.asset_materialization.tags or {}).get("dagster/data_version")
+    return None
+
+
 def run_pipeline(profile_name: str, overrides: dict | None = None, echo: Callable[[str], None] = print,
                  force: bool = False) -> PipelineRun:
     """Materialise every asset that is missing or stale (all of them with ``force``)."""
@@ -86,12 +94,17 @@ def run_pipeline(profile_name: str, overrides: dict | None = None, echo: Callabl
     resources = dict(defs.resources)
     graph = defs.resolve_asset_graph()
     outcome = PipelineRun()
+    # Dagster's staleness does not cross from an unpartitioned asset to a partitioned child, so
+    # the runner also re-runs anything whose parent got a new data version in this run.
+    changed: set[AssetKey] = set()
     for keys, partitions_def in _groups(graph):
         for partition in partitions_def.get_partition_keys() if partitions_def else [None]:
             # staleness is judged afresh after each run: upstream versions may just have changed
             resolver = CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
             todo = keys if force or keys[0].path == ["raw_foley_data"] else [
-                k for k in keys if resolver.get_status(k, partition) != StaleStatus.FRESH]
+                k for k in keys if resolver.get_status(k, partition) != StaleStatus.FRESH
+                or changed & set(graph.get(k).parent_keys)]
+            before = {k: _data_version(instance, k, partition) for k in todo}
             label = ", ".join(k.to_user_string() for k in keys) + (f" [{partition}]" if partition else "")
             if not todo:
                 outcome.skipped.append(label)
@@ -108,6 +121,7 @@ def run_pipeline(profile_name: str, overrides: dict | None = None, echo: Callabl
             if not result.success and not failed:
                 raise RuntimeError(f"{label} failed; see run {result.run_id} in `make ui` (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
             outcome.materialised.append(label)
+            changed |= {k for k in todo if _data_version(instance, k, partition) != before[k]}
             note = f"  checks failed: {', '.join(failed)}" if failed else ""
             echo(f"  {label:<58} {time.perf_counter() - started:7.1f}s  run {result.run_id[:8]}{note}")
     profile = load_profile(profile_name, overrides)
