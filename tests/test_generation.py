@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
@@ -58,6 +59,25 @@ def test_pipeline_round_trips_through_save_and_from_pretrained(smoke_run, tmp_pa
     original = assemble_pipeline(smoke_run["profile"], "adapter")
     x, y = loaded(["gun shot"], n_candidates=2, seeds=[1]), original(["gun shot"], n_candidates=2, seeds=[1])
     assert np.array_equal(x.candidates, y.candidates)
+
+
+def test_imported_audioldm_guides_against_the_empty_prompt_and_keeps_it_on_save(smoke_run, tmp_path):
+    profile = smoke_run["profile"]
+    ours = assemble_pipeline(profile, "adapter")
+    assert ours.unconditional == "zero" and torch.equal(ours.unconditional_embedding(), torch.zeros(ours.ldm.condition_dim))
+    audioldm_style = assemble_pipeline(profile.model_copy(update={"ldm": profile.ldm.model_copy(
+        update={"pretrained_path": "models/audioldm-s-full-v2"})}), "adapter")  # fmt: skip
+    assert audioldm_style.unconditional == "empty_prompt"
+    empty = audioldm_style.unconditional_embedding()
+    assert empty.shape == (ours.ldm.condition_dim,) and torch.isclose(empty.norm(), torch.tensor(1.0), atol=1e-4)
+    assert not torch.allclose(empty, ours.clap.encode_text(["rain"])[0])
+    a = ours(["rain"], n_candidates=1, seeds=[3], guidance_scale=3.0)
+    b = audioldm_style(["rain"], n_candidates=1, seeds=[3], guidance_scale=3.0)
+    assert not np.allclose(a.waveforms, b.waveforms)  # the unconditional branch really changed
+    audioldm_style.save_pretrained(tmp_path / "p", clap_folder=profile.artifact_dir("clap"))
+    assert FoleyPipeline.from_pretrained(tmp_path / "p").unconditional == "empty_prompt"
+    with pytest.raises(ValueError, match="unconditional"):
+        FoleyPipeline(ours.clap, ours.adapter, ours.ldm, unconditional="none")
 
 
 def test_cli_generate_is_bit_identical_for_the_same_seed(smoke_run, tmp_path):

@@ -91,6 +91,12 @@ class ClapEncoder(ABC):
         return torch.cat(out).float().cpu()
 
     @torch.no_grad()
+    def encode_empty_text(self) -> torch.Tensor:
+        """The embedding of the empty prompt ``""`` (d,): what AudioLDM guides against.
+        ``encode_text`` refuses blank prompts because from a user they are a mistake."""
+        return self._text_batch([""]).float().cpu()[0]
+
+    @torch.no_grad()
     def encode_audio(self, waveforms, sample_rate: int) -> torch.Tensor:
         items = validate_waveforms(waveforms, sample_rate, self.sample_rate)
         out = torch.zeros(len(items), self.embed_dim)

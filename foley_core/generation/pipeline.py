@@ -16,7 +16,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,10 @@ from foley_core.ldm.components import LdmComponents
 from foley_core.ldm.sampling import SamplerName, generate_waveforms
 
 PIPELINE_CONFIG = "pipeline.json"
+
+# What the UNet saw as "no condition" in training: our own models drop the condition to a zero
+# vector; AudioLDM's released models (and diffusers' AudioLDMPipeline) use the CLAP embedding of "".
+Unconditional = Literal["zero", "empty_prompt"]
 
 
 def candidate_seed(seed: int, attempt: int, candidate: int) -> int:
@@ -47,13 +51,17 @@ class GenerationOutput:
 
 class FoleyPipeline:
     def __init__(self, clap: ClapEncoder, adapter: EmbeddingAdapter, ldm: LdmComponents, *,
-                 sampler: SamplerName = "ddim", steps: int = 25, clap_source: str = "trained"):
+                 sampler: SamplerName = "ddim", steps: int = 25, clap_source: str = "trained",
+                 unconditional: Unconditional = "zero"):
         if adapter.dim != ldm.condition_dim:
             raise ValueError(f"adapter dim {adapter.dim} != UNet condition dim {ldm.condition_dim}")
         if clap.embed_dim != ldm.condition_dim:
             raise ValueError(f"CLAP embeds {clap.embed_dim}-d but the UNet is conditioned on {ldm.condition_dim}-d")
         self.clap, self.adapter, self.ldm = clap, adapter.eval(), ldm
+        if unconditional not in ("zero", "empty_prompt"):
+            raise ValueError(f"unconditional must be 'zero' or 'empty_prompt', got {unconditional!r}")
         self.sampler, self.steps, self.clap_source = sampler, steps, clap_source
+        self.unconditional = unconditional
 
     @property
     def sample_rate(self) -> int:
@@ -64,6 +72,13 @@ class FoleyPipeline:
         """(raw CLAP text embeddings, adapted conditioning vectors) for the prompts."""
         text = self.clap.encode_text(list(prompts))
         return text, self.adapter(text)
+
+    @torch.no_grad()
+    def unconditional_embedding(self) -> torch.Tensor:
+        """The guidance's "no condition" vector, as the UNet was trained (raw CLAP, not adapted)."""
+        if self.unconditional == "empty_prompt":
+            return self.clap.encode_empty_text()
+        return self.ldm.unconditional_embedding()
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str], *, n_candidates: int = 1, guidance_scale: float | Sequence[float] = 2.5,
@@ -87,7 +102,7 @@ class FoleyPipeline:
         rows = conditions.repeat_interleave(n_candidates, dim=0)
         generators = [torch.Generator().manual_seed(candidate_seed(s, attempt, c)) for s in seeds for c in range(n_candidates)]
         waves = generate_waveforms(
-            self.ldm, rows, self.ldm.unconditional_embedding(), guidance_scale=torch.from_numpy(np.repeat(scales, n_candidates)),
+            self.ldm, rows, self.unconditional_embedding(), guidance_scale=torch.from_numpy(np.repeat(scales, n_candidates)),
             generators=generators, steps=steps or self.steps, sampler=sampler or self.sampler,
         )
         audio = self.clap.encode_audio(waves.numpy(), self.sample_rate).numpy()
@@ -109,7 +124,7 @@ class FoleyPipeline:
                 raise ValueError("save_pretrained needs clap_folder for a CLAP trained in the pipeline")
             shutil.copytree(clap_folder, folder / "clap", dirs_exist_ok=True)
         config = {"sampler": self.sampler, "steps": self.steps, "clap_source": self.clap_source,
-                  "clap_version": self.clap.version, **(extra or {})}
+                  "unconditional": self.unconditional, "clap_version": self.clap.version, **(extra or {})}
         write_text_atomic(folder / PIPELINE_CONFIG, json.dumps(config, indent=2, sort_keys=True))
         return folder
 
@@ -128,7 +143,8 @@ class FoleyPipeline:
 
             clap = load_clap(profile)
         return cls(clap, EmbeddingAdapter.load(folder / "adapter"), LdmComponents.load(folder / "ldm"),
-                   sampler=config["sampler"], steps=config["steps"], clap_source=config["clap_source"])
+                   sampler=config["sampler"], steps=config["steps"], clap_source=config["clap_source"],
+                   unconditional=config.get("unconditional", "zero"))
 
     def to(self, device) -> "FoleyPipeline":
         self.clap.to(device)
@@ -150,7 +166,8 @@ def assemble_pipeline(profile, variant: str = "adapter") -> FoleyPipeline:
         ldm.unet = UNet2DConditionModel.from_pretrained(finetune_dir / "unet", use_safetensors=True).eval()
     return FoleyPipeline(load_clap(profile), EmbeddingAdapter.load(finetune_dir), ldm,
                          sampler=profile.generation.scheduler, steps=profile.generation.steps,
-                         clap_source=profile.clap.source)
+                         clap_source=profile.clap.source,
+                         unconditional="empty_prompt" if profile.ldm.pretrained_path is not None else "zero")
 
 
 def pipelines_dir(profile) -> Path:
