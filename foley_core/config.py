@@ -244,7 +244,8 @@ class GenerationConfig(_Strict):
     scheduler: Literal["ddim", "dpmsolver++"] = "ddim"
     steps: int = Field(25, ge=1, le=1000)
     clips_per_class: int = Field(10, ge=1)
-    clap_ceiling: float = Field(0.99, ge=-1, le=1)
+    # Candidates scoring at or above it are near-copies of their target and rejected; null = no ceiling.
+    clap_ceiling: float | None = Field(0.99, ge=-1, le=1)
     max_regenerations: int = Field(2, ge=0)
 
 

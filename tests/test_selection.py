@@ -18,6 +18,9 @@ def test_best_candidate_respects_floor_and_ceiling():
     assert best_candidate(scores, None, 0.99) == 2  # 0.995 is a near-copy: rejected
     assert best_candidate(scores, 0.45, 0.99) == 2
     assert best_candidate(scores, 0.6, 0.99) is None
+    assert best_candidate(scores, None, None) == 1  # no ceiling: the best score wins
+    no_ceiling = select_slot(lambda a: [0.5, 1.0], floor=0.3, ceiling=None)
+    assert (no_ceiling.index, no_ceiling.accepted) == (1, True)
 
 
 def test_regenerates_until_a_candidate_qualifies():

@@ -3,7 +3,9 @@
 Each output slot gets N candidates generated in one batch; each is scored by the cosine
 between its CLAP audio embedding and a target embedding (the prompt's text embedding, or in
 multi-target mode a slot's own target clip). The best candidate within [floor, ceiling) wins.
-Scores at or above the ceiling (0.99) are rejected: they are near-copies of a target.
+Scores at or above the ceiling (0.99) are rejected: they are near-copies of a target. A
+ceiling of None turns that off, for a CLAP whose distinct real clips of one class already sit
+above it (then the ceiling marks nothing as a copy; see ``generation.clap_ceiling``).
 If no candidate qualifies, the slot is regenerated with fresh seeds, at most
 ``max_regenerations`` times; in multi-target mode the floor is relaxed by ``relax_step``
 after every ``relax_every`` failures. When every attempt fails, the best candidate seen is
@@ -41,9 +43,9 @@ def cosine_scores(audio_embeddings: np.ndarray, target_embeddings: np.ndarray) -
     return np.sum(audio * target, axis=-1)
 
 
-def best_candidate(scores: np.ndarray, floor: float | None, ceiling: float) -> int | None:
-    """Index of the highest score in [floor, ceiling), or None if none qualifies."""
-    ok = scores < ceiling
+def best_candidate(scores: np.ndarray, floor: float | None, ceiling: float | None) -> int | None:
+    """Index of the highest score in [floor, ceiling), or None if none qualifies (None: no bound)."""
+    ok = scores < (np.inf if ceiling is None else ceiling)
     if floor is not None:
         ok &= scores >= floor
     if not ok.any():
@@ -58,8 +60,8 @@ class SlotSelector:
     ``result()``. Many slots can be driven together so their attempts share one batch.
     """
 
-    def __init__(self, floor: float | None, ceiling: float = 0.99, relax_every: int = 0, relax_step: float = 0.05):
-        self.floor, self.ceiling = floor, ceiling
+    def __init__(self, floor: float | None, ceiling: float | None = 0.99, relax_every: int = 0, relax_step: float = 0.05):
+        self.floor, self.ceiling = floor, np.inf if ceiling is None else ceiling
         self.relax_every, self.relax_step = relax_every, relax_step
         self.history: list[np.ndarray] = []
         self.choice: SlotSelection | None = None
@@ -100,7 +102,7 @@ def select_slot(
     score_attempt: Callable[[int], np.ndarray],
     *,
     floor: float | None,
-    ceiling: float = 0.99,
+    ceiling: float | None = 0.99,
     max_regenerations: int = 0,
     relax_every: int = 0,
     relax_step: float = 0.05,
