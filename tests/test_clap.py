@@ -115,6 +115,16 @@ def test_training_resumes_from_last_checkpoint(trained, tmp_path):
     assert train_clap(profile, manifest, tmp_path / "again")["version"] == first["version"]
 
 
+def test_checkpoints_of_other_training_code_are_not_resumed(trained, monkeypatch):
+    from foley_core.clap import train as clap_train
+
+    profile, manifest, _, _ = trained
+    rows = manifest[manifest["split"] == "train"]
+    before = clap_train._run_fingerprint(profile, rows)
+    monkeypatch.setattr(clap_train, "_training_code_version", lambda: "edited-towers")
+    assert clap_train._run_fingerprint(profile, rows) != before
+
+
 def test_cache_computes_only_new_clips(trained, tmp_path):
     profile, manifest, _, encoder = trained
     root = tmp_path / "cache" / "DogBark"

@@ -150,11 +150,21 @@ def train_clap(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, parap
     return metrics
 
 
+def _training_code_version() -> str:
+    """Source of the modules that decide what training makes (the towers and this loop)."""
+    digest = hashlib.sha256()
+    for name in ("train.py", "towers.py"):
+        digest.update(name.encode() + b"\0" + Path(__file__).with_name(name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _run_fingerprint(profile: Profile, train: pd.DataFrame) -> str:
-    """What a checkpoint must share to be resumed: data, seed, audio and CLAP settings except the step count."""
+    """What a checkpoint must share to be resumed: data, seed, audio and CLAP settings except the
+    step count, and the training code (a checkpoint of older code would be resumed as if new)."""
     settings = profile.model_dump(mode="json", include={"seed", "audio", "clap"})
     settings["clap"].pop("steps")
     settings["train"] = sorted(zip(train["content_hash"], train["caption"]))
+    settings["code"] = _training_code_version()
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
