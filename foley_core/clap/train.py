@@ -27,6 +27,7 @@ from foley_core.clap.encoder import TrainedClapEncoder, save_trained
 from foley_core.clap.evaluate import evaluate_clap, read_clips
 from foley_core.clap.towers import SmallClap, TowerConfig
 from foley_core.config import Profile
+from foley_core.data.versioning import file_hash
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.json"
@@ -150,12 +151,9 @@ def train_clap(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, parap
     return metrics
 
 
-def _training_code_version() -> str:
-    """Source of the modules that decide what training makes (the towers and this loop)."""
-    digest = hashlib.sha256()
-    for name in ("train.py", "towers.py"):
-        digest.update(name.encode() + b"\0" + Path(__file__).with_name(name).read_bytes())
-    return digest.hexdigest()[:16]
+def _training_code_version() -> list[str]:
+    """Hashes of the modules that decide what training makes (the towers and this loop)."""
+    return [file_hash(Path(__file__).with_name(name)) for name in ("train.py", "towers.py")]
 
 
 def _run_fingerprint(profile: Profile, train: pd.DataFrame) -> str:

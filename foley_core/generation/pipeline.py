@@ -57,9 +57,9 @@ class FoleyPipeline:
             raise ValueError(f"adapter dim {adapter.dim} != UNet condition dim {ldm.condition_dim}")
         if clap.embed_dim != ldm.condition_dim:
             raise ValueError(f"CLAP embeds {clap.embed_dim}-d but the UNet is conditioned on {ldm.condition_dim}-d")
-        self.clap, self.adapter, self.ldm = clap, adapter.eval(), ldm
         if unconditional not in ("zero", "empty_prompt"):
             raise ValueError(f"unconditional must be 'zero' or 'empty_prompt', got {unconditional!r}")
+        self.clap, self.adapter, self.ldm = clap, adapter.eval(), ldm
         self.sampler, self.steps, self.clap_source = sampler, steps, clap_source
         self.unconditional = unconditional
 
