@@ -7,6 +7,7 @@ Writes are atomic: a partially written file never carries the final name.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +17,9 @@ import soundfile as sf
 import soxr
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus"})
+# Sample rates a real recording can have. A header outside this range is corrupt or lying, and
+# believing it is costly: a few MB of samples "at 1 Hz" resample to tens of GB at 16 kHz.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384_000
 
 
 class AudioDecodeError(ValueError):
@@ -31,17 +35,44 @@ def is_audio_file(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_EXTENSIONS
 
 
-def read_audio(path: Path) -> tuple[np.ndarray, int, int]:
-    """Decode a file to float32 of shape (frames, channels); returns (audio, rate, channels)."""
+def read_audio(path: Path, max_seconds: float | None = None, max_bytes: int | None = None) -> tuple[np.ndarray, int, int]:
+    """Decode a file to float32 of shape (frames, channels); returns (audio, rate, channels).
+
+    The header is checked before any sample is decoded: an implausible sample rate is
+    ``bad_sample_rate``. ``max_seconds`` decodes only the file's first seconds (memory is then
+    bounded whatever the file's length); ``max_bytes`` refuses, as ``too_large``, a file whose
+    decoded part (float32 x channels) would be larger than that, without decoding it.
+    """
     try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        handle = sf.SoundFile(str(path))
     except Exception as exc:  # libsndfile raises a few different types for bad files
         raise AudioDecodeError("unreadable", f"{type(exc).__name__}: {exc}") from exc
+    with handle:
+        rate, channels = int(handle.samplerate), int(handle.channels)
+        if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise AudioDecodeError(
+                "bad_sample_rate", f"header says {rate} Hz; recordings are {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
+            )
+        # handle.frames is the header's count (an estimate for mp3): read() allocates that many
+        # frames at most and returns fewer if the stream ends sooner.
+        frames = handle.frames if max_seconds is None else min(handle.frames, math.ceil(max_seconds * rate))
+        if max_bytes is not None and frames * channels * 4 > max_bytes:
+            raise AudioDecodeError(
+                "too_large",
+                f"decoding {frames} frames x {channels} channels needs {frames * channels * 4 / 2**20:.0f} MiB, "
+                f"over the {max_bytes / 2**20:.0f} MiB limit (data.max_decoded_bytes)",
+            )
+        try:
+            audio = handle.read(frames, dtype="float32", always_2d=True)
+        except MemoryError as exc:
+            raise AudioDecodeError("too_large", f"out of memory decoding {frames} frames x {channels} channels") from exc
+        except Exception as exc:
+            raise AudioDecodeError("unreadable", f"{type(exc).__name__}: {exc}") from exc
     if audio.shape[0] == 0:
         raise AudioDecodeError("empty", "file holds zero samples")
     if not np.isfinite(audio).all():
         raise AudioDecodeError("non_finite", "audio contains NaN or infinite samples")
-    return audio, int(rate), int(audio.shape[1])
+    return audio, rate, channels
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:

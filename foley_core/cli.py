@@ -63,23 +63,28 @@ def data_ingest(source: Path | None, profile: str, out: Path | None) -> None:
 
     Every audio file is ingested or quarantined with a reason; prints a per-class summary.
     """
-    from foley_core.data.ingest import ingest
+    from foley_core.data.ingest import UnsafeOutputError, check_output_folder, ingest
     from foley_core.data.sources import discover_all, discover_source, source_from_path
 
     prof = _load(profile)
     try:
         if source is None:
-            found = discover_all(prof)
+            sources = list(prof.data.sources)
             out = out or prof.artifact_dir("dataset")
         else:
-            found = discover_source(source_from_path(source), prof)
+            sources = [source_from_path(source)]
             out = out or prof.artifact_dir("ingest", source.resolve().name)
+        check_output_folder(out, sources, prof)  # before scanning: --out SRC would replace the recordings
+        found = discover_all(prof) if source is None else discover_source(sources[0], prof)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc)) from None
     total = len(found.files) + len(found.rejected)
     click.echo(f"found {total} audio files ({len(found.ignored)} non-audio files ignored); ingesting into {out}")
-    result = ingest(found.files, found.rejected, out, prof, progress=lambda label, r: click.echo(
-        f"  {label:<20} {len(r.clips):5d} clips  {len(r.quarantined):3d} quarantined", err=True))
+    try:  # refused before anything is decoded if out/<Class>/ holds files ingest did not write
+        result = ingest(found.files, found.rejected, out, prof, sources=sources, progress=lambda label, r: click.echo(
+            f"  {label:<20} {len(r.clips):5d} clips  {len(r.quarantined):3d} quarantined", err=True))
+    except UnsafeOutputError as exc:
+        raise UserError(str(exc)) from None
     click.echo(result.summary().to_string())
     ingested = len({c.source_path for c in result.clips})
     click.echo(
@@ -256,7 +261,11 @@ def _check_writable(path: Path) -> None:
 def generate(prompt: str, class_name: str | None, n_candidates: int | None, guidance: float | None, seconds: float | None,
              seed: int, steps: int | None, output: Path, model: Path | None, profile: str) -> None:  # noqa: PLR0913
     """Generate a sound for PROMPT and write it as a 22,050 Hz 16-bit wav."""
+    import math
+
     from foley_core.export import write_dcase_clip
+
+    min_seconds = 0.1  # a clip must hold some sound (2,205 samples at 22,050 Hz), not an empty wav
 
     prof = _load(profile)
     if class_name is not None:
@@ -264,24 +273,38 @@ def generate(prompt: str, class_name: str | None, n_candidates: int | None, guid
             raise UserError(f"unknown class {class_name!r}; choose one of {', '.join(prof.class_names)}")
         cfg = prof.class_config(class_name)
         prompt = prompt or cfg.prompts[0]
-        n_candidates = n_candidates or cfg.candidates
+        n_candidates = cfg.candidates if n_candidates is None else n_candidates  # -n 0 is an error, not "default"
         guidance = cfg.guidance if guidance is None else guidance
     if not prompt.strip():
         raise UserError("the prompt is empty: give a text like \"a dog barking\" or --class DogBark")
     n_candidates = 1 if n_candidates is None else n_candidates
     if not 1 <= n_candidates <= 64:
         raise UserError(f"--n-candidates must be between 1 and 64, got {n_candidates}")
+    # Every value is checked here, before the model loads: a bad one costs nothing and names itself.
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        raise UserError(f"--guidance must be a finite number >= 0, got {guidance}")
     seconds = prof.audio.clip_seconds if seconds is None else seconds
-    if not 0 < seconds <= prof.audio.clip_seconds:
-        raise UserError(f"--seconds must be in (0, {prof.audio.clip_seconds}] for this model, got {seconds}")
+    if not min_seconds <= seconds <= prof.audio.clip_seconds:  # also false for nan
+        raise UserError(f"--seconds must be between {min_seconds} and {prof.audio.clip_seconds} for this model, "
+                        f"got {seconds}")
     if steps is not None and not 1 <= steps <= 1000:
         raise UserError(f"--steps must be between 1 and 1000, got {steps}")
+    if not 0 <= seed < 2**63:  # the documented range; any int would hash, but this keeps seeds portable
+        raise UserError(f"--seed must be between 0 and 2**63 - 1, got {seed}")
+    if output.is_dir():
+        raise UserError(f"cannot write {output}: it is a folder; give a file name such as {output / 'out.wav'}")
     _check_writable(output)
     pipeline, folder = _pipeline(prof, model)
     click.echo(f"generating {n_candidates} candidate(s) for {prompt!r} with model {folder.name} ...", err=True)
     result = pipeline([prompt], n_candidates=n_candidates, guidance_scale=2.5 if guidance is None else guidance,
                       seeds=[seed], steps=steps)
-    write_dcase_clip(output, result.waveforms[0], result.sample_rate, out_rate=prof.audio.output_sample_rate, seconds=seconds)
+    try:  # write_dcase_clip writes atomically: on failure the old file (if any) is untouched
+        write_dcase_clip(output, result.waveforms[0], result.sample_rate, out_rate=prof.audio.output_sample_rate,
+                         seconds=seconds)
+    except ValueError as exc:  # e.g. NaN samples from an extreme --guidance
+        raise UserError(f"the model's audio for {prompt!r} is unusable ({exc}); nothing written to {output}") from None
+    except OSError as exc:
+        raise UserError(f"cannot write {output}: {exc}") from None
     scores = ", ".join(f"{s:.3f}" for s in result.scores[0])
     click.echo(f"wrote {output}: candidate {int(result.best[0])} of {n_candidates}, CLAP score "
                f"{result.scores[0, result.best[0]]:.3f} (all: {scores}); model {folder.name}")
@@ -296,10 +319,14 @@ def export_dcase_command(out_dir: Path, clips_per_class: int, model: Path | None
     """Generate and write a DCASE 2023 Task 7 Track A submission: OUT_DIR/<Class>/NNN.wav."""
     from tqdm import tqdm
 
-    from foley_core.export import export_dcase, format_problems, validate_dcase
+    from foley_core.export import check_export_target, export_dcase, format_problems, validate_dcase
     from foley_core.generation.generate import generate_class
 
     prof = _load(profile)
+    try:  # before the model loads and minutes of generation: never write into a user's folder
+        check_export_target(out_dir)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     pipeline, folder = _pipeline(prof, model)
     clips = {}
     with tqdm(total=clips_per_class * len(prof.class_names), unit="clip", desc=f"model {folder.name}") as bar:
@@ -313,7 +340,10 @@ def export_dcase_command(out_dir: Path, clips_per_class: int, model: Path | None
             gen = generate_class(pipeline, prof, label, clips_per_class, progress=step)
             bar.update(clips_per_class - done[0])
             clips[label] = list(gen.selected)
-    export_dcase(clips, pipeline.sample_rate, out_dir, clips_per_class=clips_per_class)
+    try:  # checks out_dir again (files may have appeared meanwhile), then swaps the whole export in
+        export_dcase(clips, pipeline.sample_rate, out_dir, clips_per_class=clips_per_class)
+    except (ValueError, OSError) as exc:
+        raise UserError(str(exc)) from None
     problems = validate_dcase(out_dir, classes=prof.class_names, clips_per_class=clips_per_class)
     if problems:
         click.echo(format_problems(problems))

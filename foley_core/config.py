@@ -34,6 +34,25 @@ class ConfigError(ValueError):
     """A profile could not be loaded; the message names the key and the reason."""
 
 
+def plain_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a class name, or None: class names become folder names
+    (``<dataset>/<Class>/``), so one must never climb out of, hide in or split a path."""
+    if not name:
+        return "must not be empty"
+    if "/" in name or "\\" in name or "\0" in name:
+        return "must not contain '/', '\\' or NUL: it is used as a folder name"
+    if name.startswith("."):
+        return "must not start with '.': it is used as a folder name (hidden names are ingest's own)"
+    return None
+
+
+def _check_plain_name(name: str) -> str:
+    problem = plain_name_problem(name)
+    if problem:
+        raise ValueError(f"class name {name!r} {problem}")
+    return name
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -81,6 +100,11 @@ class ClassConfig(_Strict):
     clap_floor: float | None = Field(None, ge=-1, le=1)
     model: Literal["small", "big"] = "small"
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        return _check_plain_name(name)
+
     @field_validator("prompts")
     @classmethod
     def _non_empty_prompts(cls, prompts: list[str]) -> list[str]:
@@ -125,6 +149,18 @@ class DataConfig(_Strict):
     min_window_fraction: float = Field(0.5, gt=0, le=1)  # keep a trailing partial window if at least this long
     silence_threshold_db: float = Field(-60.0, le=0)  # peak below this -> "silent"
     target_peak: float = Field(0.9, gt=0, le=1)
+    # Ingest decodes only the part of a file that can become kept windows (max_windows_per_file
+    # clips, plus 1 s for the resampler), so length never costs memory; what is left is the
+    # channel count (and rate): a file whose decoded part, as float32 x channels, exceeds this
+    # is quarantined as "too_large" instead of being decoded. 256 MiB holds the 17 s the paper
+    # profile decodes (4 windows of 4 s + 1 s) for 80 channels at 48 kHz or 10 at 384 kHz;
+    # one file's peak memory is at most about twice this.
+    max_decoded_bytes: int = Field(256 * 2**20, ge=2**20)
+
+    @field_validator("extra_classes")
+    @classmethod
+    def _plain_names(cls, names: list[str]) -> list[str]:
+        return [_check_plain_name(name) for name in names]
 
 
 class DvcConfig(_Strict):

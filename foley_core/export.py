@@ -9,8 +9,12 @@ does not resample, so a wrong rate silently changes the score rather than failin
 
 from __future__ import annotations
 
+import json
+import os
 import re
-from collections.abc import Mapping, Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +66,92 @@ def write_dcase_clip(
     return path
 
 
+EXPORT_MARKER = ".foley-export.json"  # hidden: validate_dcase and the official tool skip it
+
+
+def _written_files(root: Path) -> set[str] | None:
+    """The files an earlier export recorded in ``root``'s marker (relative paths), or None if unmarked."""
+    try:
+        files = json.loads((root / EXPORT_MARKER).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return set(files) if isinstance(files, list) and all(isinstance(f, str) for f in files) else None
+
+
+def check_export_target(out_dir: Path) -> None:
+    """Raise ValueError unless an export may write ``out_dir`` without touching anything of the user's.
+
+    Allowed: a folder that does not exist yet (its parent folders are created), an empty folder,
+    or an earlier export by this module (it holds ``EXPORT_MARKER``, which lists what was
+    written, and nothing else). Refused: an existing file, and a folder holding anything
+    foley did not write, e.g. a DCASE dev set, whose ``0001.wav`` names look like clips.
+    Called before any clip is generated, and again just before the new export is swapped in.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"refusing to write into {out_dir}: it is a file, not a folder")
+    if out_dir.is_dir():
+        present = set()  # every file and folder inside, symlinks included and not followed
+        for folder, dirs, files in os.walk(out_dir):
+            present.update(Path(folder, name).relative_to(out_dir).as_posix() for name in dirs + files)
+        written = _written_files(out_dir)
+        if written is None and present:
+            raise ValueError(f"refusing to write into {out_dir}: it holds files foley did not write; "
+                             "choose a new or empty folder")
+        ours = (written or set()) | {EXPORT_MARKER} | {Path(f).parent.as_posix() for f in written or ()}
+        foreign = sorted(present - ours)
+        if foreign:
+            raise ValueError(f"refusing to replace the export in {out_dir}: it also holds {len(foreign)} file(s) "
+                             f"foley did not write ({out_dir / foreign[0]}, ...); move them or choose a new folder")
+    # The export is written beside out_dir and renamed in: its (nearest existing) parent must be writable.
+    parent = out_dir.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"cannot create {out_dir}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {out_dir}: folder {parent} is not writable")
+
+
+def _staged(out_dir: Path, write: Callable[[Path], dict[str, list[str]]]) -> None:
+    """Run ``write(folder)`` on a new folder beside ``out_dir``, then swap it in for ``out_dir``.
+
+    ``write`` returns {class: [file names]}; the marker records them. The new folder is on the
+    same filesystem, so the swap is two renames and the old export is removed only after the
+    new one is in place: a kill while writing leaves the old export whole (plus a hidden
+    ``.NAME.staging-*`` folder beside it). Only a SIGKILL between the two renames (microseconds)
+    leaves ``out_dir`` absent, with both complete exports beside it in hidden folders; never
+    old and new clips mixed.
+    """
+    check_export_target(out_dir)
+    target = Path(out_dir).resolve()  # a symlinked OUT keeps its link: we replace what it points at
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # mkdtemp gives a unique, owner-only shell; the export inside it gets the usual permissions.
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
+    old = None
+    try:
+        new = staging / "export"
+        new.mkdir()
+        names = write(new)
+        files = sorted(f"{label}/{name}" for label, listed in names.items() for name in listed)
+        (new / EXPORT_MARKER).write_text(json.dumps({"written_by": "foley export_dcase", "files": files}, indent=1))
+        check_export_target(out_dir)  # again: the user may have put files there while we generated
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            os.rename(target, old / "export")
+        os.rename(new, target)
+    except BaseException:
+        if old is not None and not target.exists():  # interrupted between the renames: put the old one back
+            os.rename(old / "export", target)
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            old.rmdir()  # empty by now; rmdir (not rmtree) can never remove an export
+        raise
+    staging.rmdir()
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def export_dcase(
     clips_by_class: Mapping[str, Sequence[np.ndarray]],
     sample_rate: int,
@@ -72,27 +162,25 @@ def export_dcase(
 ) -> dict[str, list[Path]]:
     """Write ``out_dir/<Class>/000.wav ..`` from in-memory clips; the first ``clips_per_class`` of each class.
 
-    A class with fewer clips raises (a short submission is invalid). Numbered clips left by a
-    previous, larger export are removed so the folder holds exactly this export; other files
-    are left alone (``validate_dcase`` reports them).
+    A class with fewer clips raises (a short submission is invalid). ``out_dir`` must be new,
+    empty or an earlier export (``check_export_target``, else ValueError); the whole export is
+    written beside it and swapped in at the end, so ``out_dir`` then holds exactly this export
+    and a kill leaves the previous one untouched. Returns the final paths per class.
     """
     short = {name: len(clips) for name, clips in clips_by_class.items() if len(clips) < clips_per_class}
     if short:
         counts = ", ".join(f"{n} ({c})" for n, c in short.items())
         raise ValueError(f"fewer than {clips_per_class} clips for: {counts}")
-    written: dict[str, list[Path]] = {}
-    for name, clips in clips_by_class.items():
-        folder = Path(out_dir) / name
-        paths = [
-            write_dcase_clip(folder / clip_name(i), clip, sample_rate, out_rate, seconds)
-            for i, clip in enumerate(clips[:clips_per_class])
-        ]
-        keep = {p.name for p in paths}
-        for stale in folder.iterdir():
-            if stale.is_file() and CLIP_NAME.match(stale.name) and stale.name not in keep:
-                stale.unlink()
-        written[name] = paths
-    return written
+    names = {name: [clip_name(i) for i in range(clips_per_class)] for name in clips_by_class}
+
+    def write(staging: Path) -> dict[str, list[str]]:
+        for name, clips in clips_by_class.items():
+            for file, clip in zip(names[name], clips[:clips_per_class]):
+                write_dcase_clip(staging / name / file, clip, sample_rate, out_rate, seconds)
+        return names
+
+    _staged(Path(out_dir), write)
+    return {name: [Path(out_dir) / name / file for file in files] for name, files in names.items()}
 
 
 def export_dcase_dir(
@@ -106,29 +194,35 @@ def export_dcase_dir(
     """Convert ``source_dir/<Class>/*`` (any readable audio, any rate) into the submission layout.
 
     Files are taken in sorted name order; multi-channel files are mixed to mono. Classes are
-    exported one at a time, so memory holds one class.
+    converted one at a time, so memory holds one clip; ``out_dir`` follows ``export_dcase``'s
+    rules (new, empty or an earlier export; swapped in whole at the end).
     """
     source_dir = Path(source_dir)
     missing = [c for c in classes if not (source_dir / c).is_dir()]
     if missing:
         raise FileNotFoundError(f"no class folder in {source_dir} for: {', '.join(missing)}")
-    written: dict[str, list[Path]] = {}
+    sources: dict[str, list[Path]] = {}
     for name in classes:
         files = sorted(
             p for p in (source_dir / name).iterdir() if p.is_file() and not p.name.startswith(".") and is_audio_file(p)
         )
         if len(files) < clips_per_class:
             raise ValueError(f"{source_dir / name}: {len(files)} audio files, need {clips_per_class}")
-        clips = []
-        for path in files[:clips_per_class]:
-            try:
-                audio, rate, _ = read_audio(path)
-            except AudioDecodeError as exc:
-                raise AudioDecodeError(exc.reason, f"{path}: {exc.detail}") from None
-            clips.append(to_dcase_clip(to_mono(audio), rate, out_rate, seconds))
-        # Clips are already at out_rate: export_dcase's resample is then a no-op.
-        written.update(export_dcase({name: clips}, out_rate, out_dir, clips_per_class, out_rate, seconds))
-    return written
+        sources[name] = files[:clips_per_class]
+    names = {name: [clip_name(i) for i in range(clips_per_class)] for name in classes}
+
+    def write(staging: Path) -> dict[str, list[str]]:
+        for name in classes:
+            for file, path in zip(names[name], sources[name]):
+                try:
+                    audio, rate, _ = read_audio(path)
+                except AudioDecodeError as exc:
+                    raise AudioDecodeError(exc.reason, f"{path}: {exc.detail}") from None
+                write_dcase_clip(staging / name / file, to_mono(audio), rate, out_rate, seconds)
+        return names
+
+    _staged(Path(out_dir), write)
+    return {name: [Path(out_dir) / name / file for file in files] for name, files in names.items()}
 
 
 @dataclass(frozen=True)
@@ -228,7 +322,9 @@ __all__ = [
     "DCASE_CLIPS_PER_CLASS",
     "DCASE_RATE",
     "DCASE_SECONDS",
+    "EXPORT_MARKER",
     "Problem",
+    "check_export_target",
     "clip_name",
     "export_dcase",
     "export_dcase_dir",

@@ -4,6 +4,12 @@ Three kinds of source (see ``configs/*.yaml``): the DCASE dev-set folder layout
 ``<root>/<Class>/*``, a captioned corpus CSV ``path,caption[,class]``, and the built-in
 procedural synthesiser (written in the folder layout with a ``captions.csv``).
 Files that cannot belong to the dataset are reported, never silently dropped.
+
+Every file read lies inside its source's root (the folder, or the CSV's folder) once
+resolved: a ``../`` or absolute path in a CSV, or a symlink pointing out of the root, is
+rejected as ``outside_source_root`` and never read; a symlink that stays inside is fine.
+``rglob`` does not descend into symlinked sub-folders (Python <= 3.13 default), so only a
+symlinked class folder itself can lead elsewhere, and it is rejected without being walked.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from foley_core.audio import is_audio_file
-from foley_core.config import CaptionedCsvSource, FolderSource, Profile, SyntheticSource
+from foley_core.config import CaptionedCsvSource, FolderSource, Profile, SyntheticSource, plain_name_problem
 
 UNLABELLED = "_unlabelled"  # captioned clips without a class: pre-training only
 CAPTIONS_FILE = "captions.csv"
@@ -54,12 +60,21 @@ def default_caption(profile: Profile, label: str) -> str:
     return label.replace("_", " ").lower()
 
 
+def _outside(path: Path, real_root: Path) -> Rejected | None:
+    """A rejection if ``path`` resolves (symlinks, ``..``) to somewhere outside ``real_root``."""
+    real = path.resolve()
+    if real.is_relative_to(real_root):
+        return None
+    return Rejected(str(path), "", "outside_source_root", f"resolves to {real}, outside the source folder {real_root}")
+
+
 def discover_folder(root: Path, profile: Profile, source_name: str) -> Discovery:
     """DCASE layout: one folder per class; a root ``captions.csv`` overrides default captions."""
     if not root.is_dir():
         raise FileNotFoundError(f"data source {root} does not exist or is not a folder")
     captions = _read_caption_map(root / CAPTIONS_FILE) if (root / CAPTIONS_FILE).is_file() else {}
     allowed = set(profile.dataset_classes)
+    real_root = root.resolve()
     found = Discovery()
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
@@ -70,9 +85,17 @@ def discover_folder(root: Path, profile: Profile, source_name: str) -> Discovery
             elif entry.name != CAPTIONS_FILE:
                 found.ignored.append(str(entry))
             continue
+        if not entry.is_dir():
+            continue  # a broken symlink
+        outside = _outside(entry, real_root)
+        if outside:  # a class folder linked from elsewhere: not walked (it could be the whole disk)
+            found.rejected.append(outside)
+            continue
         for path in sorted(p for p in entry.rglob("*") if p.is_file() and not p.name.startswith(".")):
             if not is_audio_file(path):
                 found.ignored.append(str(path))
+            elif outside := _outside(path, real_root):
+                found.rejected.append(Rejected(outside.path, entry.name, outside.reason, outside.detail))
             elif entry.name not in allowed:
                 found.rejected.append(
                     Rejected(str(path), entry.name, "unknown_class", f"folder {entry.name!r} is not a configured class")
@@ -87,13 +110,19 @@ def discover_captioned_csv(csv_path: Path, profile: Profile, source_name: str) -
     """Captioned corpus: paths relative to the CSV's folder; ``class`` optional."""
     table = _read_csv(csv_path)
     allowed = set(profile.dataset_classes)
+    real_root = csv_path.parent.resolve()
     found = Discovery()
     for row in table.to_dict("records"):
         path = Path(row["path"])
         path = path if path.is_absolute() else csv_path.parent / path
         label = (row.get("class") or "").strip() or UNLABELLED
         caption = (row["caption"] or "").strip()
-        if not path.is_file():
+        bad_name, outside = plain_name_problem(label), _outside(path, real_root)
+        if bad_name:  # the label would name a folder: never let it climb out of the output
+            found.rejected.append(Rejected(str(path), "", "bad_class_name", f"class {label!r} {bad_name}"))
+        elif outside:
+            found.rejected.append(Rejected(outside.path, label, outside.reason, outside.detail))
+        elif not path.is_file():
             found.rejected.append(Rejected(str(path), label, "missing_file", f"listed in {csv_path.name} but not found"))
         elif not is_audio_file(path):
             found.rejected.append(Rejected(str(path), label, "unreadable_format", f"extension {path.suffix!r} is not audio"))
@@ -149,6 +178,12 @@ def discover_source(source, profile: Profile, *, create_synthetic: bool = True) 
     if isinstance(source, CaptionedCsvSource):
         return discover_captioned_csv(profile.resolve(source.path), profile, f"captioned_csv:{source.path}")
     raise TypeError(f"unknown source type {type(source).__name__}")
+
+
+def source_root(source, profile: Profile) -> Path:
+    """The folder a source's files must lie in: its folder, or the folder of its CSV."""
+    path = profile.resolve(source.path)
+    return path.parent if isinstance(source, CaptionedCsvSource) else path
 
 
 def discover_all(profile: Profile, *, create_synthetic: bool = True) -> Discovery:
