@@ -4,7 +4,7 @@ selected clips in the DCASE layout and the metrics; ``outputs/latest`` points at
 from __future__ import annotations
 
 import json
-import os
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -15,6 +15,7 @@ from dagster import AssetKey, DagsterInstance
 
 from foley_core.audio import write_text_atomic
 from foley_core.config import Profile
+from foley_core.fsutil import replace_symlink, staged_dir
 from foley_core.generation.store import load_clips
 from foley_core.plots import spectrogram_png
 from foley_core.report import ClassSection, write_report
@@ -37,9 +38,20 @@ def lineage(instance: DagsterInstance, keys: list[AssetKey]) -> dict[str, str]:
 
 
 def write_run_outputs(profile: Profile, instance: DagsterInstance, keys: list[AssetKey], run_ids: list[str]) -> Path:
+    """Write ``outputs/<run-id>/`` aside and rename it in complete, then repoint ``outputs/latest``.
+
+    The run id is readable and unique: time to the second, profile, and a random suffix, so two
+    runs finishing in the same second never share (or collide on) a folder."""
     outputs = profile.resolve(profile.paths.outputs_dir)
-    run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{profile.name}"
-    folder = outputs / run_id
+    run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{profile.name}-{secrets.token_hex(3)}"
+    with staged_dir(outputs / run_id, replace=False) as staging:
+        _write_run_folder(staging, run_id, profile, instance, keys, run_ids)
+    replace_symlink(outputs / "latest", run_id)
+    return outputs / run_id
+
+
+def _write_run_folder(folder: Path, run_id: str, profile: Profile, instance: DagsterInstance, keys: list[AssetKey],
+                      run_ids: list[str]) -> None:
     shutil.copytree(dcase_dir(profile), folder / "dcase")
     metrics = json.loads(profile.artifact_dir("evaluation", "metrics.json").read_text())
     write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=2))
@@ -66,12 +78,6 @@ def write_run_outputs(profile: Profile, instance: DagsterInstance, keys: list[As
     lines = {"run": run_id, "dagster runs": ", ".join(r[:8] for r in run_ids) or "none (everything fresh)",
              **lineage(instance, keys)}
     write_report(folder / "report.html", "Foley LDM run report", summary, sections, tables, lines)
-    latest = outputs / "latest"
-    tmp = outputs / ".latest.tmp"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run_id)
-    os.replace(tmp, latest)
-    return folder
 
 
 def terminal_summary(profile: Profile, folder: Path) -> str:

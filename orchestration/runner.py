@@ -24,6 +24,7 @@ from dagster._core.loader import LoadingContextForTest  # a plain LoadingContext
 
 from foley_core.config import PROJECT_ROOT
 from foley_core.config import load_profile
+from foley_core.fsutil import LockHeld, describe_holder, exclusive_lock
 from orchestration.definitions import build_definitions
 from orchestration.report import terminal_summary, write_run_outputs
 
@@ -83,9 +84,26 @@ def _data_version(instance: DagsterInstance, key: AssetKey, partition: str | Non
     return None
 
 
+RUN_LOCK = ".foley-run.lock"
+
+
 def run_pipeline(profile_name: str, overrides: dict | None = None, echo: Callable[[str], None] = print,
                  force: bool = False) -> PipelineRun:
-    """Materialise every asset that is missing or stale (all of them with ``force``)."""
+    """Materialise every asset that is missing or stale (all of them with ``force``).
+
+    One run at a time per artifacts folder: a second run exits at once, naming the holder.
+    The lock is an flock, so a run killed with -9 leaves no stale lock behind.
+    """
+    artifacts = load_profile(profile_name, overrides).artifact_dir()
+    try:
+        with exclusive_lock(artifacts / RUN_LOCK, timeout=0):
+            return _run_unlocked(profile_name, overrides, echo, force)
+    except LockHeld as exc:
+        raise RuntimeError(f"another foley run is using {artifacts}: {describe_holder(exc.holder)}; "
+                           "wait for it to finish or stop it") from None
+
+
+def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str], None], force: bool) -> PipelineRun:
     ensure_dagster_home()
     quiet_training_logs()
     defs = build_definitions(profile_name, overrides)

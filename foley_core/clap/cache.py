@@ -1,9 +1,11 @@
-"""Embedding cache: one array file + one CSV index per modality, keyed by (model version, key).
+"""Embedding cache: one ``<kind>.npz`` per modality (audio, text), keyed by (model version, key).
 
-Audio rows are keyed by clip content hash, text rows by the exact string. The cache is
-append-only within one model version: arrays are written before their index, each by
-atomic rename, so an interrupted write leaves at worst unindexed rows. A different model
-version empties the cache (every embedding is recomputed). No pickles anywhere.
+Audio rows are keyed by clip content hash, text rows by the exact string. Each ``.npz`` holds the
+keys, the rows and the model version together and is replaced by one atomic rename, so a reader
+can never pair one writer's index with another's rows. Writers take an inter-process lock
+(``.lock``) and re-read the file under it before appending, so concurrent writers never drop each
+other's rows; encoding happens outside the lock. A different model version empties the cache
+(every embedding is recomputed). No pickles anywhere: keys are a fixed-width unicode array.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ import pandas as pd
 
 from foley_core.audio import write_text_atomic
 from foley_core.clap.evaluate import read_clips
+from foley_core.fsutil import exclusive_lock
 
 META = "cache.json"
+LOCK = ".lock"
+FORMAT = 2  # 1 was <kind>.npy + <kind>_index.csv, written one after the other
+KINDS = ("audio", "text")
 
 
 class EmbeddingCache:
@@ -27,36 +33,57 @@ class EmbeddingCache:
         self.root = Path(root)
         self.model_version = model_version
         self.root.mkdir(parents=True, exist_ok=True)
-        meta = self.root / META
-        if meta.is_file() and json.loads(meta.read_text()).get("model_version") != model_version:
-            for kind in ("audio", "text"):
-                (self.root / f"{kind}.npy").unlink(missing_ok=True)
-                (self.root / f"{kind}_index.csv").unlink(missing_ok=True)
-        write_text_atomic(meta, json.dumps({"model_version": model_version}))
-        self._tables = {kind: self._load(kind) for kind in ("audio", "text")}
+        if self._meta() != self._expected_meta():  # check again under the lock: another process may reset too
+            with exclusive_lock(self.root / LOCK):
+                if self._meta() != self._expected_meta():
+                    for kind in KINDS:  # another model (or the old two-file layout): start empty
+                        for name in (f"{kind}.npz", f"{kind}.npy", f"{kind}_index.csv"):
+                            (self.root / name).unlink(missing_ok=True)
+                    write_text_atomic(self.root / META, json.dumps(self._expected_meta()))
+        self._tables = {kind: self._load(kind) for kind in KINDS}
 
     # ---------------------------------------------------------------- storage
 
+    def _expected_meta(self) -> dict:
+        return {"model_version": self.model_version, "format": FORMAT}
+
+    def _meta(self) -> dict | None:
+        try:
+            return json.loads((self.root / META).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
     def _load(self, kind: str) -> tuple[dict[str, int], np.ndarray | None]:
-        index_path, array_path = self.root / f"{kind}_index.csv", self.root / f"{kind}.npy"
-        if not index_path.is_file():
+        path = self.root / f"{kind}.npz"
+        if not path.is_file():
             return {}, None
-        index = pd.read_csv(index_path, dtype={"key": str}, keep_default_na=False)
-        array = np.load(array_path, allow_pickle=False)
-        return dict(zip(index["key"], index["row"].astype(int))), array
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["model_version"]) != self.model_version:  # reset by another model since we opened
+                return {}, None
+            keys, rows = data["keys"].tolist(), data["rows"]
+        return {key: i for i, key in enumerate(keys)}, rows
 
     def _append(self, kind: str, keys: list[str], rows: np.ndarray) -> None:
-        index, array = self._tables[kind]
-        start = 0 if array is None else array.shape[0]
-        array = rows if array is None else np.concatenate([array, rows])
-        index = {**index, **{key: start + i for i, key in enumerate(keys)}}
-        _save_npy_atomic(self.root / f"{kind}.npy", array.astype(np.float32))
-        table = pd.DataFrame({"key": list(index), "row": list(index.values())})
-        write_text_atomic(self.root / f"{kind}_index.csv", table.to_csv(index=False))
+        with exclusive_lock(self.root / LOCK):
+            meta = self._meta()
+            if meta != self._expected_meta():
+                raise RuntimeError(f"embedding cache {self.root} was reset for model {(meta or {}).get('model_version')} "
+                                   f"while this process was using it for {self.model_version}: open a new EmbeddingCache")
+            index, array = self._load(kind)  # what is on disk now: others may have appended since we loaded
+            new = [i for i, key in enumerate(keys) if key not in index]  # or computed the same keys
+            if new:
+                all_keys = [*index, *(keys[i] for i in new)]  # dict order is row order
+                array = rows[new] if array is None else np.concatenate([array, rows[new]])
+                _save_npz_atomic(self.root / f"{kind}.npz", keys=np.array(all_keys, dtype=str),
+                                 rows=array.astype(np.float32), model_version=np.array(self.model_version))
+                index = {key: i for i, key in enumerate(all_keys)}
         self._tables[kind] = (index, array)
 
     def _get(self, kind: str, keys) -> np.ndarray:
         index, array = self._tables[kind]
+        if any(k not in index for k in keys):  # another process may have added them since we loaded
+            self._tables[kind] = self._load(kind)
+            index, array = self._tables[kind]
         missing = [k for k in keys if k not in index]
         if missing:
             raise KeyError(f"{len(missing)} {kind} embedding(s) not cached for model {self.model_version}, e.g. {missing[0]!r}")
@@ -69,6 +96,7 @@ class EmbeddingCache:
     def update_audio(self, encoder, manifest: pd.DataFrame) -> dict:
         """Embed every clip of ``manifest`` whose content hash is not cached yet (reads ``abs_path``)."""
         self._check(encoder)
+        self._tables["audio"] = self._load("audio")  # reuse what other processes computed meanwhile
         index, _ = self._tables["audio"]
         todo = manifest.drop_duplicates("content_hash")
         todo = todo[~todo["content_hash"].isin(index)]
@@ -79,6 +107,7 @@ class EmbeddingCache:
 
     def update_text(self, encoder, texts: list[str]) -> dict:
         self._check(encoder)
+        self._tables["text"] = self._load("text")
         index, _ = self._tables["text"]
         unique = list(dict.fromkeys(texts))
         todo = [t for t in unique if t not in index]
@@ -100,11 +129,11 @@ class EmbeddingCache:
             raise ValueError(f"cache holds model {self.model_version}, encoder is {encoder.version}: open a new EmbeddingCache")
 
 
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
+            np.savez(handle, **arrays)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

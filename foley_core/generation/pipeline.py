@@ -23,11 +23,14 @@ import torch
 
 from foley_core.audio import write_text_atomic
 from foley_core.clap.encoder import ClapEncoder, TrainedClapEncoder
+from foley_core.fsutil import exclusive_lock, replace_symlink, staged_dir
 from foley_core.generation.adapter import EmbeddingAdapter
 from foley_core.ldm.components import LdmComponents
 from foley_core.ldm.sampling import SamplerName, generate_waveforms
 
 PIPELINE_CONFIG = "pipeline.json"
+METRICS = "metrics.json"
+LOCK = ".lock"  # in pipelines/: held while a model is promoted
 
 # What the UNet saw as "no condition" in training: our own models drop the condition to a zero
 # vector; AudioLDM's released models (and diffusers' AudioLDMPipeline) use the CLAP embedding of "".
@@ -176,25 +179,37 @@ def pipelines_dir(profile) -> Path:
 
 def promote(pipeline: FoleyPipeline, profile, metrics: dict) -> Path:
     """Save the pipeline as ``pipelines/<model_version>/``, record its metrics as the accepted
-    ones, and point ``pipelines/latest`` at it (atomically: the CLI never sees a half-made model)."""
-    import os
+    ones, and point ``pipelines/latest`` at it.
 
+    The version folder is written aside and renamed in whole, so a kill leaves no folder or a
+    complete one (a complete one is reused: the version is a hash of the weights). Promotions
+    take the pipelines folder's lock, so two runs never interleave their writes to ``latest``.
+    """
     root = pipelines_dir(profile)
     folder = root / metrics["model_version"]
-    clap_folder = profile.artifact_dir("clap") if pipeline.clap_source == "trained" else None
-    pipeline.save_pretrained(folder, clap_folder=clap_folder, extra={"model_version": metrics["model_version"],
-                                                                     "profile": profile.name})
-    write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=2))
-    write_text_atomic(root / "accepted_metrics.json", json.dumps(metrics, indent=2))
-    tmp = root / ".latest.tmp"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(folder.name)
-    os.replace(tmp, root / "latest")
+    with exclusive_lock(root / LOCK):
+        if not _is_complete(folder):
+            clap_folder = profile.artifact_dir("clap") if pipeline.clap_source == "trained" else None
+            with staged_dir(folder) as staging:  # replaces a half folder an older version left
+                pipeline.save_pretrained(staging, clap_folder=clap_folder,
+                                         extra={"model_version": metrics["model_version"], "profile": profile.name})
+                write_text_atomic(staging / METRICS, json.dumps(metrics, indent=2))
+        write_text_atomic(root / "accepted_metrics.json", json.dumps(metrics, indent=2))
+        replace_symlink(root / "latest", folder.name)
     return folder
+
+
+def _is_complete(folder: Path) -> bool:
+    # metrics.json is written last; a folder renamed in from staging always has it
+    return (folder / PIPELINE_CONFIG).is_file() and (folder / METRICS).is_file()
 
 
 def latest_pipeline_dir(profile) -> Path:
     latest = pipelines_dir(profile) / "latest"
     if not latest.exists():
         raise FileNotFoundError(f"no trained model for profile {profile.name!r} yet: run `foley run --profile {profile.name}`")
-    return latest.resolve()
+    folder = latest.resolve()
+    if not _is_complete(folder):  # only folders written in place before staging existed can be half-made
+        raise FileNotFoundError(f"the latest model {folder} is incomplete (no {PIPELINE_CONFIG} or {METRICS}): "
+                                f"run `foley run --profile {profile.name}` again")
+    return folder

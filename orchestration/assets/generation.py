@@ -4,7 +4,6 @@ evaluation_metrics (+ quality gates) -> promoted_pipeline and foley_report."""
 import base64
 import hashlib
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -25,6 +24,7 @@ from dagster import (
 
 from foley_core.audio import write_text_atomic
 from foley_core.config import Profile
+from foley_core.fsutil import staged_dir
 from foley_core.data.ingest import load_manifest
 from orchestration.assets.data import dataset_dir
 from orchestration.assets.models import embeddings_dir, folder_version
@@ -112,9 +112,9 @@ def build_generation_assets(profile: Profile, finetuned_adapter, clap_embeddings
         label = context.partition_key
         clips, rate = load_clips(generation_dir(prof, "adapter", label) / "selected")
         out = dcase_dir(prof) / label
-        shutil.rmtree(out, ignore_errors=True)
-        for i, clip in enumerate(clips):
-            write_dcase_clip(out / clip_name(i), clip, rate)
+        with staged_dir(out) as staging:  # the class folder holds exactly this selection, never a mix
+            for i, clip in enumerate(clips):
+                write_dcase_clip(staging / clip_name(i), clip, rate)
         problems = [p for p in validate_dcase(dcase_dir(prof), classes=[label], clips_per_class=len(clips))]
         return MaterializeResult(
             data_version=DataVersion(folder_version(out, "*.wav")),

@@ -1,0 +1,194 @@
+"""Safe shared folders: an inter-process lock, and folders written aside then swapped in whole.
+
+``exclusive_lock`` is an flock (via ``filelock``): the kernel drops it when its process dies, even
+on ``kill -9``, so a crashed writer never leaves a stale lock. Its holder (pid, host, command,
+since) is recorded in a side file so that a refused caller can say who holds it.
+
+``staged_dir`` writes a folder under a hidden staging name beside its final place and renames it
+in when complete: readers see the old folder or the new one, never a mix or half of one, and a
+killed writer leaves only a hidden staging folder, which the next writer of that parent removes.
+``replace_symlink`` repoints a link atomically through a unique temporary name.
+
+Hidden names: ``.<name>.staging-<pid>-<random>`` (being written), ``.<name>.old-<pid>-<random>``
+(the replaced folder, deleted once the new one is in place), ``.<name>.link-<pid>-<random>`` (a
+symlink about to replace ``<name>``) and ``.staging.lock`` (one per parent, held while swapping).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock, Timeout
+
+SWAP_LOCK = ".staging.lock"
+# .<name>.<kind>-<pid>-<random hex>
+_OURS = re.compile(r"^\.(?P<name>.+)\.(?P<kind>staging|old|link)-(?P<pid>\d+)-[^-]+$")
+_held = threading.local()  # lock paths this thread holds: nesting one would deadlock on itself
+
+
+class LockHeld(TimeoutError):
+    """``exclusive_lock`` gave up waiting; ``holder`` is the holder's record (or None if unknown)."""
+
+    def __init__(self, path: Path, holder: dict | None, timeout: float):
+        self.path, self.holder = path, holder
+        waited = f" (waited {timeout:g} s)" if timeout > 0 else ""
+        super().__init__(f"{path} is locked by {describe_holder(holder)}{waited}")
+
+
+def describe_holder(holder: dict | None) -> str:
+    if holder is None:
+        return "a process that did not record itself"
+    text = f"pid {holder['pid']} on {holder['host']} since {holder['since']} ({holder['command']})"
+    if holder["host"] == socket.gethostname() and not _alive(holder["pid"]):
+        # The kernel frees an flock when its process dies, so the record is stale: a new holder
+        # has just taken the lock and not written its own record yet.
+        text = f"another process (last recorded holder, {text}, has exited)"
+    return text
+
+
+def _holder_file(path: Path) -> Path:
+    return path.with_name(path.name + ".holder")
+
+
+def lock_holder(path: Path) -> dict | None:
+    """The recorded holder of the lock file ``path``: {pid, host, command, since}, or None."""
+    try:
+        return json.loads(_holder_file(Path(path)).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+@contextmanager
+def exclusive_lock(path: Path | str, timeout: float | None = None) -> Iterator[Path]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the ``with`` block.
+
+    ``timeout``: None waits as long as it takes, 0 fails at once, > 0 waits that many seconds;
+    giving up raises ``LockHeld`` naming the holder. Excludes other processes and other threads;
+    taking the same lock again inside the block (same thread) raises RuntimeError, not a deadlock.
+    """
+    path = Path(path).absolute()
+    held = _held.__dict__.setdefault("paths", set())
+    if path in held:
+        raise RuntimeError(f"nested exclusive_lock on {path}: this thread already holds it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=-1 if timeout is None else timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockHeld(path, lock_holder(path), timeout or 0) from None
+    held.add(path)
+    try:
+        _write_atomic(_holder_file(path), json.dumps({
+            "pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:500],
+            "since": dt.datetime.now().isoformat(timespec="seconds")}))
+        yield path
+    finally:
+        # Remove our record before letting go, so it never describes the next holder.
+        _holder_file(path).unlink(missing_ok=True)
+        held.discard(path)
+        lock.release()
+
+
+@contextmanager
+def staged_dir(final: Path | str, *, replace: bool = True) -> Iterator[Path]:
+    """Yield an empty hidden folder beside ``final``; when the block ends cleanly it becomes ``final``.
+
+    An existing ``final`` is kept until the new folder is in place, then deleted (``replace=False``
+    raises FileExistsError instead). If the block raises, the staging folder is deleted and
+    ``final`` is untouched. Stale staging folders of dead writers beside ``final`` are removed.
+    """
+    final = Path(final).absolute()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(final.parent / SWAP_LOCK):
+        clean_stale(final.parent)
+    staging = final.with_name(f".{final.name}.staging-{os.getpid()}-{secrets.token_hex(4)}")
+    staging.mkdir()  # not mkdtemp: its 0700 mode would stick to the final folder
+    try:
+        yield staging
+        with exclusive_lock(final.parent / SWAP_LOCK):  # one swap at a time in this parent
+            _swap_in(staging, final, replace)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful swap
+
+
+def _swap_in(staging: Path, final: Path, replace: bool) -> None:
+    if not final.exists() and not final.is_symlink():
+        os.rename(staging, final)
+        return
+    if not replace:
+        raise FileExistsError(f"{final} already exists")
+    # POSIX cannot rename a folder over a non-empty one: move the old aside, move the new in,
+    # then delete the old. A kill between the two renames leaves the old one aside, and
+    # clean_stale puts it back.
+    old = final.with_name(f".{final.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+    os.rename(final, old)
+    try:
+        os.rename(staging, final)
+    except BaseException:
+        os.rename(old, final)
+        raise
+    if old.is_symlink():
+        old.unlink()
+    else:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_stale(parent: Path) -> None:
+    """Delete what writers that died left in ``parent`` under our hidden names; put back a folder
+    whose swap a kill interrupted (if nothing has replaced it since). Live writers' names stay."""
+    for entry in sorted(Path(parent).glob(".*-*-*")):
+        match = _OURS.match(entry.name)
+        if not match or _alive(int(match["pid"])):
+            continue
+        final = entry.with_name(match["name"])
+        if match["kind"] == "old" and not final.exists() and not final.is_symlink():
+            os.rename(entry, final)
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def replace_symlink(link: Path | str, target: Path | str) -> None:
+    """Point the symlink ``link`` at ``target`` (stored as given, e.g. a relative name), atomically."""
+    link = Path(link)
+    tmp = link.with_name(f".{link.name}.link-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.symlink_to(target)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
