@@ -51,7 +51,7 @@ def describe_holder(holder: dict | None) -> str:
     if holder is None:
         return "a process that did not record itself"
     text = f"pid {holder['pid']} on {holder['host']} since {holder['since']} ({holder['command']})"
-    if holder["host"] == socket.gethostname() and not _alive(holder["pid"]):
+    if holder["host"] == socket.gethostname() and not process_alive(holder["pid"]):
         # The kernel frees an flock when its process dies, so the record is stale: a new holder
         # has just taken the lock and not written its own record yet.
         text = f"another process (last recorded holder, {text}, has exited)"
@@ -150,7 +150,7 @@ def clean_stale(parent: Path) -> None:
     whose swap a kill interrupted (if nothing has replaced it since). Live writers' names stay."""
     for entry in sorted(Path(parent).glob(".*-*-*")):
         match = _OURS.match(entry.name)
-        if not match or _alive(int(match["pid"])):
+        if not match or process_alive(int(match["pid"])):
             continue
         final = entry.with_name(match["name"])
         if match["kind"] == "old" and not final.exists() and not final.is_symlink():
@@ -184,7 +184,7 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

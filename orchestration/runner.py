@@ -13,18 +13,19 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter, materialize
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest  # a plain LoadingContext; the UI builds the same
 
 from foley_core.config import PROJECT_ROOT
 from foley_core.config import load_profile
-from foley_core.fsutil import LockHeld, describe_holder, exclusive_lock
+from foley_core.fsutil import LockHeld, describe_holder, exclusive_lock, process_alive
 from orchestration.definitions import build_definitions
 from orchestration.report import terminal_summary, write_run_outputs
 
@@ -103,11 +104,36 @@ def run_pipeline(profile_name: str, overrides: dict | None = None, echo: Callabl
                            "wait for it to finish or stop it") from None
 
 
+def _owner_tags() -> dict[str, str]:
+    """Which process executes a run in-process: lets the next `foley run` recognise a dead one."""
+    return {"foley/pid": str(os.getpid()), "foley/host": socket.gethostname()}
+
+
+def fail_orphaned_runs(instance: DagsterInstance) -> list[tuple[str, int]]:
+    """Mark failed the runs whose `foley run` process died (kill -9, power loss) and free their
+    pool slots. Without this, the dead run keeps its "compute" pool slot and every later run
+    waits for it forever. Only runs this host executed in-process (tagged with their pid) are
+    touched, and only when that pid is gone; runs launched by a daemon are its to monitor."""
+    reaped = []
+    host = socket.gethostname()
+    unfinished = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED]
+    for record in instance.get_run_records(RunsFilter(statuses=unfinished, tags={"foley/host": host})):
+        run = record.dagster_run
+        pid = int(run.tags.get("foley/pid", "0"))
+        if pid and not process_alive(pid):
+            instance.report_run_failed(run, message=f"the foley run process (pid {pid}) died before the run ended")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            reaped.append((run.run_id, pid))
+    return reaped
+
+
 def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str], None], force: bool) -> PipelineRun:
     ensure_dagster_home()
     quiet_training_logs()
     defs = build_definitions(profile_name, overrides)
     instance = DagsterInstance.get()
+    for run_id, pid in fail_orphaned_runs(instance):
+        echo(f"  run {run_id[:8]} (pid {pid}) was killed before it ended: marked failed, its pool slots freed")
     everything = [*defs.assets, *defs.asset_checks]
     resources = dict(defs.resources)
     graph = defs.resolve_asset_graph()
@@ -130,7 +156,7 @@ def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str
                 continue
             started = time.perf_counter()
             result = materialize(everything, instance=instance, resources=resources, selection=todo,
-                                 partition_key=partition, tags={"foley/profile": profile_name},
+                                 partition_key=partition, tags={"foley/profile": profile_name, **_owner_tags()},
                                  run_config=QUIET_CONSOLE, raise_on_error=False)
             outcome.run_ids.append(result.run_id)
             failed = [f"{e.asset_key.to_user_string()}:{e.check_name}"

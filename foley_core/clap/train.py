@@ -1,9 +1,10 @@
 """Contrastive training of the pipeline's small CLAP with Lightning and laion-clap's ``ClipLoss``.
 
 Seeded; checkpoints every N steps plus ``last.ckpt`` (state dicts and plain values only,
-so ``torch.load(weights_only=True)`` reads them); resumes from ``last.ckpt``; logs to
-wandb offline. The frozen MiniLM features of every caption are computed once up front,
-so a training step runs only the audio tower and the projections.
+so ``torch.load(weights_only=True)`` reads them); resumes from the last readable checkpoint
+to the same weights as an uninterrupted run (``foley_core.resume``); logs to wandb offline.
+The frozen MiniLM features of every caption are computed once up front, so a training step
+runs only the audio tower and the projections.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import math
 import shutil
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from pytorch_lightning.callbacks import Callback
+from torch.utils.data import Dataset
 
 from foley_core.audio import write_text_atomic
 from foley_core.clap._laion import clap_module
@@ -28,6 +31,7 @@ from foley_core.clap.evaluate import evaluate_clap, read_clips
 from foley_core.clap.towers import SmallClap, TowerConfig
 from foley_core.config import Profile
 from foley_core.data.versioning import file_hash
+from foley_core.resume import Draw, RngState, SeededDataModule, resume_checkpoint, sample_rng
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.json"
@@ -45,7 +49,8 @@ def tower_config(profile: Profile) -> TowerConfig:
 
 
 class CaptionedClips(Dataset):
-    """Random crops of in-memory clips (int16, to halve memory) paired with their caption's tower input."""
+    """Random crops of in-memory clips (int16, to halve memory) paired with their caption's tower input;
+    each crop drawn from its ``Draw`` key's own RNG, so a resumed run crops as an uninterrupted one."""
 
     def __init__(self, clips: list[np.ndarray], text_inputs: torch.Tensor, crop_samples: int):
         self.clips = [np.round(np.clip(c, -1, 1) * 32767).astype(np.int16) for c in clips]
@@ -55,10 +60,11 @@ class CaptionedClips(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, item: Draw):
+        index, rng = sample_rng(item)
         clip = self.clips[index]
         if clip.shape[0] > self.crop:
-            start = int(torch.randint(0, clip.shape[0] - self.crop + 1, ()))
+            start = int(rng.integers(0, clip.shape[0] - self.crop + 1))
             clip = clip[start : start + self.crop]
         return torch.from_numpy(clip.astype(np.float32) / 32767.0), self.text_inputs[index]
 
@@ -101,7 +107,8 @@ def _logger(profile: Profile, out_dir: Path):
                        mode=profile.wandb.mode, log_model=False)
 
 
-def train_clap(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, paraphrases: pd.DataFrame | None = None) -> dict:
+def train_clap(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, paraphrases: pd.DataFrame | None = None,
+               callbacks: Sequence[Callback] = ()) -> dict:
     """Train on the manifest's train split, evaluate on its val split, save safetensors + config.json.
 
     Returns the metrics (also written to ``out_dir/metrics.json``).
@@ -120,15 +127,13 @@ def train_clap(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, parap
         text_inputs = module.model.text_features(list(train["caption"])).cpu()
     crop = int(round(profile.clap.crop_seconds * cfg.sample_rate))
     dataset = CaptionedClips(read_clips(train["abs_path"], cfg.sample_rate), text_inputs, crop)
-    loader = DataLoader(
-        dataset, batch_size=min(profile.clap.batch_size, len(dataset)), shuffle=True, drop_last=True,
-        num_workers=profile.trainer.num_workers, generator=torch.Generator().manual_seed(profile.seed),
-    )
-    trainer = _trainer(profile, out_dir)
+    data = SeededDataModule(dataset, profile.clap.batch_size, profile.trainer.num_workers, profile.seed)
+    trainer = _trainer(profile, out_dir, callbacks)
     last = out_dir / CHECKPOINTS / "last.ckpt"
     _discard_stale_checkpoints(out_dir / CHECKPOINTS, _run_fingerprint(profile, train))
+    resume = resume_checkpoint(out_dir / CHECKPOINTS)
     started = time.perf_counter()
-    trainer.fit(module, loader, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
+    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=True)
     trainer.save_checkpoint(last)  # step-based saving skips the final step; resuming needs it
     train_seconds = time.perf_counter() - started
 
@@ -152,8 +157,9 @@ def train_clap(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, parap
 
 
 def _training_code_version() -> list[str]:
-    """Hashes of the modules that decide what training makes (the towers and this loop)."""
-    return [file_hash(Path(__file__).with_name(name)) for name in ("train.py", "towers.py")]
+    """Hashes of the modules that decide what training makes (the towers, this loop, its data order)."""
+    here = Path(__file__)
+    return [file_hash(p) for p in (here.with_name("train.py"), here.with_name("towers.py"), here.parent.parent / "resume.py")]
 
 
 def _run_fingerprint(profile: Profile, train: pd.DataFrame) -> str:
@@ -174,7 +180,7 @@ def _discard_stale_checkpoints(folder: Path, fingerprint: str) -> None:
     write_text_atomic(marker, json.dumps({"fingerprint": fingerprint}))
 
 
-def _trainer(profile: Profile, out_dir: Path) -> pl.Trainer:
+def _trainer(profile: Profile, out_dir: Path, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     settings = profile.trainer
@@ -184,6 +190,7 @@ def _trainer(profile: Profile, out_dir: Path) -> pl.Trainer:
     return pl.Trainer(
         max_steps=profile.clap.steps, accelerator=settings.accelerator, devices=settings.devices,
         strategy=settings.strategy, num_nodes=settings.num_nodes, precision=settings.precision,
-        callbacks=[checkpoint], logger=_logger(profile, out_dir), log_every_n_steps=10,
+        callbacks=[RngState(), checkpoint, *callbacks], logger=_logger(profile, out_dir), log_every_n_steps=10,
         enable_progress_bar=False, enable_model_summary=False, deterministic=False, default_root_dir=str(out_dir),
+        use_distributed_sampler=False,  # SeededBatches shards by rank itself
     )

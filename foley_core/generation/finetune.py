@@ -55,9 +55,9 @@ class AdapterModule(UnetModule):
         means, stds, text = batch
         return super().compute_loss((means, stds, self.adapter(text)))
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.train_unet:
-            super().on_train_batch_end(outputs, batch, batch_idx)
+    def update_ema(self) -> None:
+        if self.train_unet:  # a frozen UNet's EMA would only cost time
+            super().update_ema()
 
     def configure_optimizers(self):
         params = [*(self.adapter.parameters() if self.train_adapter else []), *(self.unet.parameters() if self.train_unet else [])]

@@ -88,12 +88,16 @@ class LdmComponents:
             counts["vocoder"] = parameter_count(self.vocoder)
         return counts
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, weights: bool = True) -> None:
+        """Write the components; ``weights=False`` writes only the scheduler and ``ldm_config.json``
+        (the trainers have already swapped each model's folder in whole: rewriting it in place
+        would reopen the window in which a kill leaves a half-written model)."""
         folder = Path(folder)
-        self.vae.save_pretrained(folder / "vae", safe_serialization=True)
-        self.unet.save_pretrained(folder / "unet", safe_serialization=True)
-        if self.vocoder is not None:
-            self.vocoder.save_pretrained(folder / "vocoder", safe_serialization=True)
+        if weights:
+            self.vae.save_pretrained(folder / "vae", safe_serialization=True)
+            self.unet.save_pretrained(folder / "unet", safe_serialization=True)
+            if self.vocoder is not None:
+                self.vocoder.save_pretrained(folder / "vocoder", safe_serialization=True)
         DDIMScheduler.from_config(self.scheduler_config).save_pretrained(folder / "scheduler")
         write_text_atomic(folder / LDM_CONFIG, json.dumps(self._describe(), indent=2, sort_keys=True))
 

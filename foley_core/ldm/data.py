@@ -2,6 +2,8 @@
 
 The cpu corpus (~1,100 clips of 4 s) is ~290 MB as float32 waveforms and ~110 MB as
 log-mel, so everything is decoded once and batches are random crops of in-memory tensors.
+Items are ``Draw``s, ``(index, key)``: a crop is drawn from the key's own RNG, so a resumed run
+crops exactly as an uninterrupted one (see ``foley_core.resume``).
 """
 
 from __future__ import annotations
@@ -10,15 +12,16 @@ from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 import soundfile as sf
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from foley_core.config import AudioConfig
 from foley_core.ldm.mel import MelFrontEnd
+from foley_core.resume import Draw, SeededDataModule, sample_rng
 
 Conditioning = Callable[[list[str]], np.ndarray] | Mapping[str, np.ndarray]
+InMemoryDataModule = SeededDataModule  # shuffled, seeded, resumable at any step (foley_core.resume)
 
 
 def split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -70,8 +73,9 @@ class MelCrops(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        start = int(torch.randint(0, self.images.shape[-2] - self.crop + 1, ()))
+    def __getitem__(self, item: Draw) -> torch.Tensor:
+        index, rng = sample_rng(item)
+        start = int(rng.integers(0, self.images.shape[-2] - self.crop + 1))
         return self.images[index, :, start : start + self.crop]
 
 
@@ -85,8 +89,9 @@ class VocoderSegments(Dataset):
     def __len__(self) -> int:
         return len(self.log_mels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        start = int(torch.randint(0, self.log_mels.shape[-2] - self.frames + 1, ()))
+    def __getitem__(self, item: Draw) -> tuple[torch.Tensor, torch.Tensor]:
+        index, rng = sample_rng(item)
+        start = int(rng.integers(0, self.log_mels.shape[-2] - self.frames + 1))
         mel = self.log_mels[index, 0, start : start + self.frames]
         wave = self.waves[index, start * self.hop : (start + self.frames) * self.hop]
         return mel, wave
@@ -103,20 +108,6 @@ class LatentConditions(Dataset):
     def __len__(self) -> int:
         return len(self.means)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: Draw) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        index = item[0] if isinstance(item, tuple) else item
         return self.means[index], self.stds[index], self.conditions[index]
-
-
-class InMemoryDataModule(pl.LightningDataModule):
-    """Shuffled, seeded loader over one in-memory dataset (steps are counted by the Trainer, not epochs)."""
-
-    def __init__(self, dataset: Dataset, batch_size: int, num_workers: int, seed: int):
-        super().__init__()
-        self.dataset, self.batch_size, self.num_workers, self.seed = dataset, batch_size, num_workers, seed
-
-    def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            self.dataset, batch_size=min(self.batch_size, len(self.dataset)), shuffle=True, drop_last=True,
-            num_workers=self.num_workers, generator=generator, persistent_workers=self.num_workers > 0,
-        )  # fmt: skip

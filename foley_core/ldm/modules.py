@@ -94,7 +94,14 @@ class UnetModule(pl.LightningModule):
         self.log("unet/loss", loss)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here, not in on_train_batch_end: Lightning saves step checkpoints in the callbacks'
+        # on_train_batch_end, which runs before the module's, so that step's EMA update would be
+        # missing from the checkpoint and a resumed run would differ from an uninterrupted one.
+        self.update_ema()
+
+    def update_ema(self) -> None:
         self.ema.step(self.unet.parameters())
 
     def on_fit_start(self) -> None:

@@ -3,7 +3,8 @@
 Each ``train_*`` writes the finished model to ``out_dir`` (``save_pretrained``: safetensors +
 config.json) plus ``metrics.json``; Lightning checkpoints and logs go to ``work_dir``
 (default: a ``training/<name>`` folder beside ``out_dir``), keyed by a fingerprint of what
-the run depends on, so a killed run resumes from ``last.ckpt`` and a changed config starts afresh.
+the run depends on, so a killed run resumes from its last readable checkpoint (to the same
+weights as an uninterrupted run: see ``foley_core.resume``) and a changed config starts afresh.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from transformers import SpeechT5HifiGan
 
 from foley_core.audio import write_text_atomic
+from foley_core.fsutil import staged_dir
 from foley_core.config import Profile
 from foley_core.ldm.components import LdmComponents, ldm_code_version
 from foley_core.ldm.data import (
@@ -37,6 +39,8 @@ from foley_core.ldm.models import (
     build_train_scheduler, build_unet, build_vae, build_vocoder, parameter_count, unet_downsampling, vae_downsampling,
 )  # fmt: skip
 from foley_core.ldm.modules import UnetModule, VaeModule, VocoderModule
+from foley_core.resume import RngState, resume_checkpoint
+from foley_core.resume import code_version as resume_code_version
 
 METRICS = "metrics.json"
 NORMALISATION = "mel_normalisation.json"
@@ -48,7 +52,7 @@ class LossHistory(Callback):
 
     def __init__(self) -> None:
         self.losses: list[float] = []
-        self.start_step = 0
+        self.start_step: int | None = None  # stays None when resumed at max_steps: nothing to train
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.start_step = trainer.global_step  # > 0 when resumed from a checkpoint
@@ -87,21 +91,23 @@ def fit(profile: Profile, name: str, module: pl.LightningModule, data: InMemoryD
     trainer = pl.Trainer(
         max_steps=steps, max_epochs=-1, accelerator=profile.trainer.accelerator, devices=profile.trainer.devices,
         strategy=profile.trainer.strategy, num_nodes=profile.trainer.num_nodes, precision=profile.trainer.precision,
-        callbacks=[history, checkpoints, *callbacks], logger=_logger(profile, name, work_dir), default_root_dir=work_dir,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-        log_every_n_steps=min(25, max(1, steps)),
+        callbacks=[history, RngState(), checkpoints, *callbacks], logger=_logger(profile, name, work_dir),
+        default_root_dir=work_dir, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        num_sanity_val_steps=0, log_every_n_steps=min(25, max(1, steps)),
+        use_distributed_sampler=False,  # the data module's SeededBatches shards by rank itself
     )  # fmt: skip
-    last = work_dir / "checkpoints" / "last.ckpt"
+    resume = resume_checkpoint(work_dir / "checkpoints")
     started = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
+        trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=True)
     finally:
         if isinstance(trainer.logger, WandbLogger):
             trainer.logger.experiment.finish()
     seconds = time.perf_counter() - started
-    run_steps = trainer.global_step - history.start_step
+    start = history.start_step if history.start_step is not None else trainer.global_step
+    run_steps = trainer.global_step - start
     return {
-        "steps": trainer.global_step, "resumed_from_step": history.start_step, "seconds": round(seconds, 2),
+        "steps": trainer.global_step, "resumed_from_step": start, "seconds": round(seconds, 2),
         "steps_per_s": round(run_steps / seconds, 3) if seconds > 0 else None, **history.summary(),
     }, trainer  # fmt: skip
 
@@ -152,7 +158,7 @@ def train_vae(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, work_d
     cfg, out_dir = profile.ldm.vae, Path(out_dir)
     train, val = split_rows(manifest, "train"), split_rows(manifest, "val")
     key = _fingerprint("vae", cfg.model_dump(), profile.audio.model_dump(), profile.ldm.mel_normalisation,
-                       profile.seed, sorted(train["content_hash"]), ldm_code_version())  # fmt: skip
+                       profile.seed, sorted(train["content_hash"]), ldm_code_version(), resume_code_version())  # fmt: skip
     if (done := _finished(out_dir, key)) is not None:
         return done
     pl.seed_everything(profile.seed, workers=True)
@@ -172,15 +178,16 @@ def train_vae(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, work_d
     vae = module.vae.cpu().eval()
     scale = _latent_scale(vae, images) if init is None else vae.config.scaling_factor
     vae.register_to_config(scaling_factor=scale)
-    vae.save_pretrained(out_dir, safe_serialization=True)
-    write_text_atomic(out_dir / NORMALISATION, json.dumps(norm.to_dict()))
     val_images = norm.normalise(pad_frames(compute_log_mels(load_waveforms(val, profile.audio), front_end), multiple))
     with torch.no_grad():
         val_l1 = float((vae.decode(vae.encode(val_images).latent_dist.mode()).sample - val_images).abs().mean())
-    metrics = _write_metrics(out_dir, {
-        **run, "fingerprint": key, "parameters": parameter_count(vae), "latent_scale": scale,
-        "mel_normalisation": norm.to_dict(), "val_l1_normalised": val_l1, "val_mel_l1": val_l1 * norm.std,
-    })  # fmt: skip
+    with staged_dir(out_dir) as staging:  # a kill leaves the old model folder or the new one, whole
+        vae.save_pretrained(staging, safe_serialization=True)
+        write_text_atomic(staging / NORMALISATION, json.dumps(norm.to_dict()))
+        metrics = _write_metrics(staging, {
+            **run, "fingerprint": key, "parameters": parameter_count(vae), "latent_scale": scale,
+            "mel_normalisation": norm.to_dict(), "val_l1_normalised": val_l1, "val_mel_l1": val_l1 * norm.std,
+        })  # fmt: skip
     _wait_for_writer(trainer)
     return metrics
 
@@ -207,7 +214,7 @@ def train_vocoder(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, wo
         raise ValueError("ldm.vocoder.kind is 'griffinlim': there is no vocoder to train")
     train = split_rows(manifest, "train")
     key = _fingerprint("vocoder", cfg.model_dump(), profile.audio.model_dump(), profile.seed,
-                       sorted(train["content_hash"]), ldm_code_version())  # fmt: skip
+                       sorted(train["content_hash"]), ldm_code_version(), resume_code_version())  # fmt: skip
     if (done := _finished(out_dir, key)) is not None:
         return done
     pl.seed_everything(profile.seed, workers=True)
@@ -219,8 +226,9 @@ def train_vocoder(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, wo
     run, trainer = fit(profile, "vocoder", module, data, cfg.steps, _work_dir(out_dir, work_dir, "vocoder", key), callbacks)
     if _is_writer(trainer):
         vocoder = module.vocoder.cpu().eval()
-        vocoder.save_pretrained(out_dir, safe_serialization=True)
-        run = _write_metrics(out_dir, {**run, "fingerprint": key, "parameters": parameter_count(vocoder)})
+        with staged_dir(out_dir) as staging:
+            vocoder.save_pretrained(staging, safe_serialization=True)
+            run = _write_metrics(staging, {**run, "fingerprint": key, "parameters": parameter_count(vocoder)})
     _wait_for_writer(trainer)
     return run
 
@@ -237,7 +245,7 @@ def train_unet(profile: Profile, manifest: pd.DataFrame, conditioning: Condition
     vae, norm = load_vae(vae_dir)
     key = _fingerprint("unet", cfg.model_dump(), profile.audio.model_dump(), profile.seed, sorted(hashes),
                        hashlib.sha256(conditions.numpy().tobytes()).hexdigest(), _file_digest(Path(vae_dir)),
-                       ldm_code_version())  # fmt: skip
+                       ldm_code_version(), resume_code_version())  # fmt: skip
     if (done := _finished(out_dir, key)) is not None:
         return done
     pl.seed_everything(profile.seed, workers=True)
@@ -252,10 +260,11 @@ def train_unet(profile: Profile, manifest: pd.DataFrame, conditioning: Condition
     module = UnetModule(unet, scheduler, cfg)
     run, trainer = fit(profile, "unet", module, data, cfg.steps, _work_dir(out_dir, work_dir, "unet", key), callbacks)
     if _is_writer(trainer):
-        module.ema_unet().save_pretrained(out_dir, safe_serialization=True)
-        scheduler.save_pretrained(out_dir / "scheduler")
-        run = _write_metrics(out_dir, {**run, "fingerprint": key, "parameters": parameter_count(unet),
-                                       "latent_shape": list(means.shape[1:])})  # fmt: skip
+        with staged_dir(out_dir) as staging:
+            module.ema_unet().save_pretrained(staging, safe_serialization=True)
+            scheduler.save_pretrained(staging / "scheduler")
+            run = _write_metrics(staging, {**run, "fingerprint": key, "parameters": parameter_count(unet),
+                                           "latent_shape": list(means.shape[1:])})  # fmt: skip
     _wait_for_writer(trainer)
     return run
 
@@ -302,7 +311,7 @@ def train_ldm(profile: Profile, manifest: pd.DataFrame, conditioning: Conditioni
         scheduler_config=dict(initial.scheduler_config if initial else DDPMScheduler.load_config(out_dir / "unet" / "scheduler")),
         audio=profile.audio, normalisation=norm, griffinlim_iters=profile.ldm.vocoder.griffinlim_iters,
     )  # fmt: skip
-    components.save(out_dir)
+    components.save(out_dir, weights=False)
     metrics["reconstruction"] = reconstruction_report(components, split_rows(manifest, "val"), report_clips)
     metrics["parameters"] = components.parameter_counts()
     metrics["code_version"] = ldm_code_version()

@@ -1,0 +1,94 @@
+"""Process faults of the main job, with real processes: `kill -9` during training, and two
+`foley run` on one artifacts folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import smoke_overrides
+from foley_core.config import CONFIG_DIR, _deep_merge
+
+FOLEY = [sys.executable, "-m", "foley_core.cli"]
+
+
+def _profile_file(root: Path, unet_steps: int) -> Path:
+    """The smoke profile with every path under ``root``, as a file the CLI can take."""
+    raw = yaml.safe_load((CONFIG_DIR / "smoke.yaml").read_text())
+    raw = _deep_merge(raw, smoke_overrides(root))
+    raw = _deep_merge(raw, {"ldm": {"unet": {"steps": unet_steps}}, "trainer": {"checkpoint_every_n_steps": 2}})
+    path = root / "profile.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _env(root: Path) -> dict:
+    return {**os.environ, "DAGSTER_HOME": str(root / "dagster_home"), "PYTHONUNBUFFERED": "1"}
+
+
+def _start_run(root: Path, profile: Path) -> subprocess.Popen:
+    """`foley run` in the background, its output in ``root/run.log`` (a pipe could fill and block it)."""
+    log = open(root / "run.log", "w")
+    return subprocess.Popen([*FOLEY, "run", "--profile", str(profile)], env=_env(root), cwd=root,
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(predicate, process: subprocess.Popen, root: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            out = (root / "run.log").read_text()
+            pytest.fail(f"foley run ended (rc {process.returncode}) before the awaited moment:\n{out[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("timed out waiting for foley run")
+        time.sleep(0.05)
+
+
+def _unet_checkpoints(root: Path) -> list[Path]:
+    return list((root / "artifacts" / "ldm" / "training" / "unet").glob("*/checkpoints/*.ckpt"))
+
+
+def test_kill_9_during_training_then_rerun_completes(tmp_path):
+    profile = _profile_file(tmp_path, unet_steps=400)
+    first = _start_run(tmp_path, profile)
+    _wait_for(lambda: _unet_checkpoints(tmp_path), first, tmp_path, timeout=240)
+    os.kill(first.pid, signal.SIGKILL)  # mid-UNet-training: a checkpoint exists, the model does not
+    first.wait()
+    assert not (tmp_path / "artifacts" / "pipelines" / "latest").exists()
+
+    second = subprocess.run([*FOLEY, "run", "--profile", str(profile)], env=_env(tmp_path), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    # the dead run held the "compute" pool slot: without marking it failed, the rerun waits forever
+    assert "was killed before it ended: marked failed" in second.stdout, second.stdout[-3000:]
+    assert (tmp_path / "artifacts" / "pipelines" / "latest").resolve().is_dir()
+    assert (tmp_path / "outputs" / "latest" / "report.html").is_file()
+    import json
+
+    unet_metrics = json.loads((tmp_path / "artifacts" / "ldm" / "unet" / "metrics.json").read_text())
+    assert unet_metrics["steps"] == 400
+    assert unet_metrics["resumed_from_step"] > 0, unet_metrics  # resumed, not restarted
+
+
+def test_second_foley_run_on_the_same_artifacts_exits_2_and_says_why(tmp_path):
+    profile = _profile_file(tmp_path, unet_steps=400)
+    first = _start_run(tmp_path, profile)
+    try:
+        _wait_for(lambda: (tmp_path / "artifacts" / "dataset").is_dir(), first, tmp_path, timeout=240)
+        second = subprocess.run([*FOLEY, "run", "--profile", str(profile)], env=_env(tmp_path), cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stdout + second.stderr
+        message = second.stderr.strip().splitlines()[-1]
+        assert "another foley run" in message and str(first.pid) in message, message
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    # a holder killed with -9 releases the lock (flock): the kill test's rerun proves it
