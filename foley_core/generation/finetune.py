@@ -26,6 +26,8 @@ from diffusers import DDPMScheduler
 
 from foley_core.audio import write_text_atomic
 from foley_core.config import Profile
+from foley_core.data.versioning import file_hash
+from foley_core.fsutil import staged_dir
 from foley_core.generation.adapter import EmbeddingAdapter
 from foley_core.ldm.components import LdmComponents
 from foley_core.ldm.data import InMemoryDataModule, LatentConditions, compute_log_mels, load_waveforms
@@ -33,6 +35,7 @@ from foley_core.ldm.mel import pad_frames
 from foley_core.ldm.models import unet_downsampling, unet_input, vae_downsampling
 from foley_core.ldm.modules import UnetModule
 from foley_core.ldm.training import _encode_posteriors, fit
+from foley_core.resume import code_version as resume_code_version
 
 TextEmbedder = Callable[[list[str]], np.ndarray]
 METRICS = "metrics.json"
@@ -110,8 +113,10 @@ def finetune_adapter(profile: Profile, manifest: pd.DataFrame, embed_text: TextE
     if train.empty or val.empty:
         raise ValueError("fine-tuning needs target-class clips in both the train and val splits")
     train_unet = profile.finetune.train == "adapter+unet"
+    # The training code is part of the key: a checkpoint of older code is not resumed as if new.
     key = hashlib.sha256(json.dumps([profile.finetune.model_dump(), profile.seed, train_adapter, base_version, clap_version,
-                                     sorted(train["content_hash"])], sort_keys=True).encode()).hexdigest()[:12]
+                                     sorted(train["content_hash"]), file_hash(Path(__file__)), resume_code_version()],
+                                    sort_keys=True).encode()).hexdigest()[:12]
     if (out_dir / METRICS).is_file() and json.loads((out_dir / METRICS).read_text()).get("fingerprint") == key:
         return json.loads((out_dir / METRICS).read_text())
 
@@ -149,8 +154,9 @@ def finetune_adapter(profile: Profile, manifest: pd.DataFrame, embed_text: TextE
         "clap_version": clap_version,
         "train_pairs": len(texts),
     }
-    adapter.save(out_dir, {"base_model_version": base_version, "clap_version": clap_version, "trained": metrics["trained"]})
-    if train_unet:
-        module.ema_unet().save_pretrained(out_dir / "unet", safe_serialization=True)
-    write_text_atomic(out_dir / METRICS, json.dumps(metrics, indent=2, sort_keys=True))
+    with staged_dir(out_dir) as staging:  # a kill leaves the old adapter folder or the new one, whole
+        adapter.save(staging, {"base_model_version": base_version, "clap_version": clap_version, "trained": metrics["trained"]})
+        if train_unet:
+            module.ema_unet().save_pretrained(staging / "unet", safe_serialization=True)
+        write_text_atomic(staging / METRICS, json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
