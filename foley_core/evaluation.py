@@ -32,18 +32,29 @@ def consistent_classes(table: pd.DataFrame) -> list[str]:
 
 
 def regression(current: dict, accepted: dict | None, margin: float, keys=("kad", "fad")) -> list[str]:
-    """Messages for each mean metric that got worse than ``accepted`` by more than ``margin`` (relative)."""
-    if not accepted:
-        return []
+    """Messages for each mean metric that is missing or not finite, or that got worse than
+    ``accepted`` by more than ``margin`` (relative). NaN never passes (``nan > limit`` is False,
+    so it must be refused explicitly)."""
     problems = []
     for key in keys:
-        new, old = current.get(key), accepted.get(key)
-        if new is None or old is None:
+        new = current.get(key)
+        if new is None or not np.isfinite(new):
+            problems.append(f"mean {key} is {new}: not a finite number")
             continue
+        old = (accepted or {}).get(key)
+        if old is None or not np.isfinite(old):
+            continue  # nothing accepted yet to compare with
         limit = old + margin * abs(old)
         if new > limit:
             problems.append(f"mean {key} {new:.4g} > accepted {old:.4g} + {margin:.0%} margin")
     return problems
+
+
+def gate_problems(metrics: dict, accepted: dict | None, margin: float, export_problems: int) -> list[str]:
+    """The promotion rule, in one place: the blocking checks and ``promote`` both apply it.
+    Empty list = the model may be promoted."""
+    problems = [f"the DCASE export has {export_problems} format problem(s)"] if export_problems else []
+    return problems + regression(metrics.get("mean", {}), accepted and accepted.get("mean"), margin)
 
 
 def read_json(path: Path) -> dict | None:

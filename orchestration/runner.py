@@ -10,6 +10,7 @@ changed recomputes nothing expensive.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -25,6 +26,7 @@ from dagster._core.loader import LoadingContextForTest  # a plain LoadingContext
 
 from foley_core.config import PROJECT_ROOT
 from foley_core.config import load_profile
+from foley_core.generation.pipeline import accepted_metrics
 from foley_core.fsutil import LockHeld, describe_holder, exclusive_lock, process_alive
 from orchestration.definitions import build_definitions
 from orchestration.report import terminal_summary, write_run_outputs
@@ -174,4 +176,10 @@ def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str
     if outcome.failed_checks:
         echo(f"quality gate failed ({', '.join(outcome.failed_checks)}): the model was NOT promoted; "
              f"`foley generate` keeps using the last accepted one")
+    else:  # the gate may also have refused a promotion launched alone (promote re-applies it)
+        evaluated = json.loads(profile.artifact_dir("evaluation", "metrics.json").read_text())["model_version"]
+        kept = (accepted_metrics(profile) or {}).get("model_version")
+        if kept != evaluated:
+            echo(f"quality gate: the evaluated model {evaluated} was NOT promoted (see promoted_pipeline in "
+                 f"`make ui`); `foley generate` keeps using {kept or 'no model yet'}")
     return outcome

@@ -290,16 +290,21 @@ class FakePipeline:
 def _profile(tmp_path):
     return SimpleNamespace(name="smoke", artifact_dir=lambda *parts: (tmp_path / "artifacts").joinpath(*parts),
                            resolve=lambda path: Path(path), paths=SimpleNamespace(outputs_dir=tmp_path / "outputs"),
-                           class_names=["DogBark"], audio=SimpleNamespace(hop_length=160))
+                           class_names=["DogBark"], audio=SimpleNamespace(hop_length=160),
+                           evaluation=SimpleNamespace(regression_margin=0.25))
+
+
+def _metrics(version: str, **extra) -> dict:
+    return {"model_version": version, "mean": {"fad": 1.0, "kad": 0.1}, **extra}
 
 
 def test_promote_never_leaves_a_half_written_model(tmp_path):
     from foley_core.generation.pipeline import latest_pipeline_dir, promote
 
     profile = _profile(tmp_path)
-    good = promote(FakePipeline(), profile, {"model_version": "v1"})
+    good = promote(FakePipeline(), profile, _metrics("v1"), export_problems=0)
     with pytest.raises(Killed):
-        promote(FakePipeline(fail=True), profile, {"model_version": "v2"})
+        promote(FakePipeline(fail=True), profile, _metrics("v2"), export_problems=0)
     root = profile.artifact_dir("pipelines")
     assert not (root / "v2").exists()  # no folder rather than half a model
     assert latest_pipeline_dir(profile) == good.resolve()
@@ -311,9 +316,9 @@ def test_promote_reuses_a_complete_version_folder(tmp_path):
     from foley_core.generation.pipeline import promote
 
     profile = _profile(tmp_path)
-    promote(FakePipeline(), profile, {"model_version": "v1"})
+    promote(FakePipeline(), profile, _metrics("v1"), export_problems=0)
     again = FakePipeline(fail=True)  # would fail if it were asked to save again
-    folder = promote(again, profile, {"model_version": "v1", "note": "re-evaluated"})
+    folder = promote(again, profile, _metrics("v1", note="re-evaluated"), export_problems=0)
     assert again.saved == 0 and (folder / "pipeline.json").is_file()
     assert json.loads((folder.parent / "accepted_metrics.json").read_text())["note"] == "re-evaluated"
 
@@ -327,7 +332,7 @@ def test_concurrent_promotions_all_succeed_and_latest_is_complete(tmp_path):
     def run(version):
         try:
             for i in range(40):
-                promote(FakePipeline(), profile, {"model_version": f"{version}-{i % 3}"})
+                promote(FakePipeline(), profile, _metrics(f"{version}-{i % 3}"), export_problems=0)
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 

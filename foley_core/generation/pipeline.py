@@ -23,6 +23,7 @@ import torch
 
 from foley_core.audio import write_text_atomic
 from foley_core.clap.encoder import ClapEncoder, TrainedClapEncoder
+from foley_core.evaluation import gate_problems
 from foley_core.fsutil import exclusive_lock, replace_symlink, staged_dir
 from foley_core.generation.adapter import EmbeddingAdapter
 from foley_core.ldm.components import LdmComponents
@@ -31,6 +32,7 @@ from foley_core.ldm.sampling import SamplerName, generate_waveforms
 PIPELINE_CONFIG = "pipeline.json"
 METRICS = "metrics.json"
 LOCK = ".lock"  # in pipelines/: held while a model is promoted
+ACCEPTED = "accepted_metrics.json"  # in pipelines/: the metrics of the model `latest` points at
 
 # What the UNet saw as "no condition" in training: our own models drop the condition to a zero
 # vector; AudioLDM's released models (and diffusers' AudioLDMPipeline) use the CLAP embedding of "".
@@ -177,9 +179,22 @@ def pipelines_dir(profile) -> Path:
     return profile.artifact_dir("pipelines")
 
 
-def promote(pipeline: FoleyPipeline, profile, metrics: dict) -> Path:
+class PromotionRefused(ValueError):
+    """The quality gate rejected the model: ``latest`` and the accepted metrics did not move."""
+
+
+def accepted_metrics(profile) -> dict | None:
+    path = pipelines_dir(profile) / ACCEPTED
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def promote(pipeline: FoleyPipeline, profile, metrics: dict, *, export_problems: int) -> Path:
     """Save the pipeline as ``pipelines/<model_version>/``, record its metrics as the accepted
     ones, and point ``pipelines/latest`` at it.
+
+    The gate is re-applied here, under the lock, against the accepted metrics on disk: however
+    promotion is launched (a later run, a click in the UI), a model that fails it, or whose
+    metrics are NaN, raises ``PromotionRefused`` and nothing moves.
 
     The version folder is written aside and renamed in whole, so a kill leaves no folder or a
     complete one (a complete one is reused: the version is a hash of the weights). Promotions
@@ -188,13 +203,16 @@ def promote(pipeline: FoleyPipeline, profile, metrics: dict) -> Path:
     root = pipelines_dir(profile)
     folder = root / metrics["model_version"]
     with exclusive_lock(root / LOCK):
+        problems = gate_problems(metrics, accepted_metrics(profile), profile.evaluation.regression_margin, export_problems)
+        if problems:
+            raise PromotionRefused(f"model {metrics.get('model_version')} not promoted: {'; '.join(problems)}")
         if not _is_complete(folder):
             clap_folder = profile.artifact_dir("clap") if pipeline.clap_source == "trained" else None
             with staged_dir(folder) as staging:  # replaces a half folder an older version left
                 pipeline.save_pretrained(staging, clap_folder=clap_folder,
                                          extra={"model_version": metrics["model_version"], "profile": profile.name})
                 write_text_atomic(staging / METRICS, json.dumps(metrics, indent=2))
-        write_text_atomic(root / "accepted_metrics.json", json.dumps(metrics, indent=2))
+        write_text_atomic(root / ACCEPTED, json.dumps(metrics, indent=2))
         replace_symlink(root / "latest", folder.name)
     return folder
 

@@ -192,10 +192,11 @@ def build_generation_assets(profile: Profile, finetuned_adapter, clap_embeddings
                  description="Mean FAD/KAD not worse than the last accepted model beyond the configured margin.")
     def no_quality_regression(foley: FoleyProfile) -> AssetCheckResult:
         from foley_core.evaluation import read_json, regression
+        from foley_core.generation.pipeline import accepted_metrics
 
         prof = foley.load()
         current = read_json(prof.artifact_dir("evaluation", "metrics.json"))
-        accepted = read_json(prof.artifact_dir("pipelines", "accepted_metrics.json"))
+        accepted = accepted_metrics(prof)
         problems = regression(current["mean"], accepted and accepted["mean"], prof.evaluation.regression_margin)
         return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.ERROR,
                                 metadata={"problems": "; ".join(problems) or "none",
@@ -208,12 +209,23 @@ def build_generation_assets(profile: Profile, finetuned_adapter, clap_embeddings
         description="The model the CLI uses (`latest`): promoted only when the blocking quality checks pass.",
     )
     def promoted_pipeline(context: AssetExecutionContext, foley: FoleyProfile) -> MaterializeResult:
-        from foley_core.generation.pipeline import assemble_pipeline, promote
+        from foley_core.export import validate_dcase
+        from foley_core.generation.pipeline import PromotionRefused, accepted_metrics, assemble_pipeline, promote
 
         prof = foley.load()
         metrics = json.loads(prof.artifact_dir("evaluation", "metrics.json").read_text())
-        folder = promote(assemble_pipeline(prof, "adapter"), prof, metrics)
+        export_problems = validate_dcase(dcase_dir(prof), classes=prof.class_names,
+                                         clips_per_class=prof.generation.clips_per_class)
+        try:  # promote re-applies the gate itself: launched alone (a later run, the UI) it still holds
+            folder = promote(assemble_pipeline(prof, "adapter"), prof, metrics, export_problems=len(export_problems))
+        except PromotionRefused as refused:
+            context.log.warning(str(refused))
+            kept = (accepted_metrics(prof) or {}).get("model_version", "none")
+            return MaterializeResult(data_version=DataVersion(kept), metadata={
+                "promoted": False, "model_version": kept, "rejected_model": metrics["model_version"],
+                "reasons": str(refused)})
         return MaterializeResult(data_version=DataVersion(metrics["model_version"]),
-                                 metadata={"path": MetadataValue.path(str(folder)), "model_version": metrics["model_version"]})
+                                 metadata={"promoted": True, "path": MetadataValue.path(str(folder)),
+                                           "model_version": metrics["model_version"]})
 
     return [generated_candidates, selected_outputs, evaluation_metrics, promoted_pipeline], [dcase_export_valid, no_quality_regression]
