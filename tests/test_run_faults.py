@@ -57,7 +57,7 @@ def _unet_checkpoints(root: Path) -> list[Path]:
 
 
 def test_kill_9_during_training_then_rerun_completes_with_the_uninterrupted_model(tmp_path):
-    profile = _profile_file(tmp_path, unet_steps=400)
+    profile = _profile_file(tmp_path, unet_steps=200)
     first = _start_run(tmp_path, profile)
     _wait_for(lambda: _unet_checkpoints(tmp_path), first, tmp_path, timeout=240)
     os.kill(first.pid, signal.SIGKILL)  # mid-UNet-training: a checkpoint exists, the model does not
@@ -74,14 +74,14 @@ def test_kill_9_during_training_then_rerun_completes_with_the_uninterrupted_mode
     import json
 
     unet_metrics = json.loads((tmp_path / "artifacts" / "ldm" / "unet" / "metrics.json").read_text())
-    assert unet_metrics["steps"] == 400
+    assert unet_metrics["steps"] == 200
     assert unet_metrics["resumed_from_step"] > 0, unet_metrics  # resumed, not restarted
 
     # An uninterrupted run in another folder (a teammate's clone) makes the same model version:
     # identical weights, whether or not the run was killed and resumed on the way.
     reference = tmp_path / "uninterrupted"
     reference.mkdir()
-    clean = subprocess.run([*FOLEY, "run", "--profile", str(_profile_file(reference, unet_steps=400))],
+    clean = subprocess.run([*FOLEY, "run", "--profile", str(_profile_file(reference, unet_steps=200))],
                            env=_env(reference), cwd=reference, capture_output=True, text=True, timeout=600)
     assert clean.returncode == 0, clean.stdout[-3000:] + clean.stderr[-3000:]
     version = (tmp_path / "artifacts" / "pipelines" / "latest").resolve().name
@@ -89,7 +89,7 @@ def test_kill_9_during_training_then_rerun_completes_with_the_uninterrupted_mode
 
 
 def test_second_foley_run_on_the_same_artifacts_exits_2_and_says_why(tmp_path):
-    profile = _profile_file(tmp_path, unet_steps=400)
+    profile = _profile_file(tmp_path, unet_steps=200)
     first = _start_run(tmp_path, profile)
     try:
         _wait_for(lambda: (tmp_path / "artifacts" / "dataset").is_dir(), first, tmp_path, timeout=240)
