@@ -16,6 +16,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from foley_core.fsutil import write_text_atomic  # noqa: F401  (re-exported: one atomic text writer)
+
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus"})
 # Sample rates a real recording can have. A header outside this range is corrupt or lying, and
 # believing it is costly: a few MB of samples "at 1 Hz" resample to tens of GB at 16 kHz.
@@ -135,18 +137,6 @@ def write_wav_atomic(path: Path, audio: np.ndarray, rate: int) -> None:
     os.close(fd)
     try:
         sf.write(tmp, pcm16(audio), rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

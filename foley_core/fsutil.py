@@ -90,7 +90,7 @@ def exclusive_lock(path: Path | str, timeout: float | None = None) -> Iterator[P
         raise LockHeld(path, lock_holder(path), timeout or 0) from None
     held.add(path)
     try:
-        _write_atomic(_holder_file(path), json.dumps({
+        write_text_atomic(_holder_file(path), json.dumps({
             "pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:500],
             "since": dt.datetime.now().isoformat(timespec="seconds")}))
         yield path
@@ -173,7 +173,9 @@ def replace_symlink(link: Path | str, target: Path | str) -> None:
         raise
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` under a temporary name, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
