@@ -212,21 +212,6 @@ def validate_dcase_command(directory: Path, clips_per_class: int) -> None:
     click.echo(f"{directory}: valid ({clips_per_class} clips per class, 22050 Hz, mono, 16-bit, 4 s)")
 
 
-@main.command("run")
-@PROFILE_OPTION
-@click.option("--force", is_flag=True, help="recompute every stage, fresh or not")
-def run(profile: str, force: bool) -> None:
-    """Run the whole pipeline (every Dagster asset) for a profile; skips what is fresh."""
-    _load(profile)
-    from orchestration.runner import run_pipeline
-
-    click.echo(f"foley run --profile {profile}: one line per stage (details, metadata and lineage: `make ui`)")
-    try:
-        run_pipeline(profile, echo=click.echo, force=force)
-    except RuntimeError as exc:
-        raise UserError(str(exc)) from None
-
-
 def _pipeline(profile, model: Path | None):
     from foley_core.generation.pipeline import FoleyPipeline, latest_pipeline_dir
 

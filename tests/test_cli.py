@@ -6,7 +6,7 @@ import numpy as np
 import soundfile as sf
 from click.testing import CliRunner
 
-from foley_core.cli import main
+from orchestration.cli import main  # the whole `foley` command, `run` included
 
 
 def _write_class_dir(root, seed):

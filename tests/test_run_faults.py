@@ -16,7 +16,7 @@ import yaml
 from conftest import smoke_overrides
 from foley_core.config import CONFIG_DIR, _deep_merge
 
-FOLEY = [sys.executable, "-m", "foley_core.cli"]
+FOLEY = [sys.executable, "-m", "orchestration.cli"]
 
 
 def _profile_file(root: Path, unet_steps: int) -> Path:
