@@ -70,6 +70,22 @@ def lock_holder(path: Path) -> dict | None:
         return None
 
 
+def who_holds(path: Path | str) -> str | None:
+    """Who holds the lock at ``path`` right now (a description), or None when it is free.
+    A probe: takes and drops the lock when nobody holds it; a stale holder record left by a
+    killed process does not count (the kernel freed its flock)."""
+    path = Path(path).absolute()
+    if not path.exists():
+        return None
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return describe_holder(lock_holder(path))
+    lock.release()
+    return None
+
+
 @contextmanager
 def exclusive_lock(path: Path | str, timeout: float | None = None) -> Iterator[Path]:
     """Hold an exclusive lock on the file ``path`` (created if missing) for the ``with`` block.

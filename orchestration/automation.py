@@ -1,60 +1,95 @@
-"""Retraining automation: a weekly schedule (off by default, switch it on in the UI) and a
-sensor that retrains when the DVC-tracked data changes (``data.dvc`` gets a new hash).
+"""Retraining automation with Declarative Automation (public ``AutomationCondition`` API).
 
-Both launch a backfill of the whole asset graph (every class partition included);
-unchanged stages are cheap because every expensive stage is content-versioned.
+- Every asset carries ``RETRAIN``: it is materialised when its code version changed, when one
+  of its upstream assets got a *new data version* (not merely re-materialised), or when it
+  went missing. A stage whose inputs came out unchanged stops the cascade, so a data change
+  in one class retrains what depends on it and nothing else.
+- ``retrain_on_data_change`` (sensor, on by default) re-snapshots the data when ``data.dvc``
+  records a different version of *this profile's* sources than the last snapshot. It stays
+  quiet while a `foley run` holds the artifacts folder: that run's own rewrite of
+  ``data.dvc`` is not new data, and the run itself recomputes what depends on it.
+- ``weekly_retraining`` (schedule, off by default) re-snapshots the data every Monday 03:00,
+  picking up files added to ``data/`` without ``dvc add``; the cascade does the rest.
+- Updates made by `foley run` itself (runs tagged ``foley/pid``) do not trigger the cascade:
+  the run materialises everything downstream on its own.
 """
+
+from __future__ import annotations
 
 from dagster import (
     AssetSelection,
+    AutomationCondition,
+    AutomationConditionSensorDefinition,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
-    ScheduleEvaluationContext,
+    ScheduleDefinition,
+    SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
-    schedule,
     sensor,
 )
-from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 
-from foley_core.config import PROJECT_ROOT
-from foley_core.data.versioning import read_dvc_hash
+from foley_core.config import Profile
+from foley_core.fsutil import who_holds
+from foley_core.layout import layout
+from foley_core.records import read_record
 
-DATA_DVC = PROJECT_ROOT / "data.dvc"
+FOLEY_RUN_TAG = "foley/pid"  # set on every run `foley run` executes in-process
 
+_upstream_changed = AutomationCondition.any_deps_match(
+    AutomationCondition.data_version_changed() & ~AutomationCondition.executed_with_tags(tag_keys={FOLEY_RUN_TAG})
+).with_label("an upstream asset has a new data version (not made by `foley run`)")
 
-def _whole_graph_backfill(asset_graph, tags: dict) -> RunRequest:
-    subset = AssetGraphSubset.from_asset_keys(asset_graph.materializable_asset_keys, asset_graph)
-    return RunRequest.for_asset_graph_subset(subset, tags=tags)
+RETRAIN = (
+    (AutomationCondition.newly_missing() | AutomationCondition.code_version_changed() | _upstream_changed)
+    .since_last_handled()
+    & ~AutomationCondition.any_deps_missing()
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+).with_label("retrain when code or upstream data changed")
 
-
-@schedule(
-    cron_schedule="0 3 * * 1",  # Mondays 03:00
-    # A schedule needs a job; one job cannot span the graph's three partitionings, so the
-    # schedule names the unpartitioned one and requests a backfill of the whole graph instead.
-    job_name="foley_models",
-    default_status=DefaultScheduleStatus.STOPPED,
-    description="Weekly retraining of the whole pipeline (off by default).",
-)
-def weekly_retraining(context: ScheduleEvaluationContext):
-    return _whole_graph_backfill(context.repository_def.asset_graph, {"foley/trigger": "weekly_schedule"})
+SNAPSHOT_JOB = "foley_data_snapshot"
 
 
-@sensor(
-    asset_selection=AssetSelection.all(),
-    minimum_interval_seconds=60,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Retrain when data.dvc records a new DVC hash of data/.",
-)
-def retrain_on_data_change(context: SensorEvaluationContext):
-    version = read_dvc_hash(DATA_DVC)
-    if version is None:
-        return SkipReason(f"{DATA_DVC.name} does not exist yet")
-    if context.cursor is None:
-        context.update_cursor(version)  # first look: remember, don't retrain what is already there
-        return SkipReason(f"watching {DATA_DVC.name} (now {version})")
-    if version == context.cursor:
-        return SkipReason(f"data unchanged ({version})")
-    context.update_cursor(version)
-    return _whole_graph_backfill(context.repository_def.asset_graph, {"foley/trigger": f"data.dvc:{version}"})
+def automation_sensor() -> AutomationConditionSensorDefinition:
+    return AutomationConditionSensorDefinition(
+        "retrain_when_changed", target=AssetSelection.all(), default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=60,
+        description="Evaluates every asset's condition: retrain when code or upstream data changed.")
+
+
+def weekly_retraining() -> ScheduleDefinition:
+    return ScheduleDefinition(
+        name="weekly_retraining", cron_schedule="0 3 * * 1", job_name=SNAPSHOT_JOB,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description="Weekly data snapshot (off by default): new data retrains what depends on it.")
+
+
+def data_change_sensor(profile: Profile) -> SensorDefinition:
+    @sensor(name="retrain_on_data_change", job_name=SNAPSHOT_JOB, minimum_interval_seconds=60,
+            default_status=DefaultSensorStatus.RUNNING,
+            description="Snapshot the data when data.dvc records a new version of this profile's sources.")
+    def retrain_on_data_change(context: SensorEvaluationContext):
+        return data_change_request(profile)
+
+    return retrain_on_data_change
+
+
+def data_change_request(profile: Profile) -> RunRequest | SkipReason:
+    from foley_core.data.raw import recorded_data_version
+
+    where = layout(profile)
+    holder = who_holds(where.run_lock)
+    if holder is not None:
+        return SkipReason(f"a foley run is using {where.root} ({holder}): "
+                          "its own data.dvc rewrite is not new data")
+    current = recorded_data_version(profile)
+    if current is None:
+        return SkipReason("data.dvc does not exist yet")
+    snapshot = read_record(where.record("raw_foley_data"))
+    if snapshot is None:
+        return SkipReason("no data snapshot yet: run `foley run` or materialise raw_foley_data")
+    if snapshot.version == current:
+        return SkipReason(f"this profile's data unchanged ({current})")
+    return RunRequest(run_key=f"data-{current}", tags={"foley/trigger": f"data.dvc:{current}"})

@@ -1,6 +1,8 @@
 """Dagster definitions for the Foley pipeline (``dagster dev -m orchestration.definitions``).
 
-The profile comes from ``FOLEY_PROFILE`` (default ``cpu``): partitions follow its classes.
+The profile comes from ``FOLEY_PROFILE`` (default ``cpu``); ``FOLEY_OVERRIDES`` (JSON, optional)
+is deep-merged over it. Asset keys carry the profile (``cpu/clap_model``), so profiles never
+share a history in one instance.
 """
 
 from __future__ import annotations
@@ -12,43 +14,40 @@ from dagster import AssetSelection, Definitions, define_asset_job
 
 import foley_core  # noqa: F401  (applies offline defaults before anything else loads)
 from foley_core.config import load_profile
-from orchestration.assets.data import build_data_assets
-from orchestration.assets.generation import build_generation_assets
-from orchestration.assets.models import build_model_assets
-from orchestration.automation import retrain_on_data_change, weekly_retraining
-from orchestration.resources import FoleyProfile
+from orchestration.assets.graph import asset_prefix, build_assets
+from orchestration.automation import SNAPSHOT_JOB, automation_sensor, data_change_sensor, weekly_retraining
+from orchestration.resources import ArtifactIOManager, FoleyProfile
 
-# A Dagster job runs one partitioning at a time, so the graph has three jobs; the whole
-# graph runs as a backfill ("Materialize all" in the UI, the schedule, the sensor) or `foley run`.
+# A Dagster job runs one partitioning at a time, so the graph has these jobs (selected by asset
+# name); the whole graph runs through `foley run`, "Materialize all" in the UI, or automation.
 JOBS = {
-    "foley_models": "unpartitioned stages: CLAP, LDM, adapter, evaluation, promotion",
-    "foley_data_per_class": "per dataset class: ingestion and CLAP embeddings",
-    "foley_generation_per_class": "per target class: candidates, selection, DCASE export",
+    SNAPSHOT_JOB: (["raw_foley_data"], "snapshot and version the raw data; automation retrains what changed"),
+    "foley_models": (["clap_model", "pretrained_ldm", "finetuned_adapter", "evaluation_metrics",
+                      "promoted_pipeline", "foley_report"],
+                     "unpartitioned stages: CLAP, LDM, adapter, evaluation, promotion, report"),
+    "foley_data_per_class": (["foley_dataset", "clap_embeddings"], "per dataset class: ingestion and CLAP embeddings"),
+    "foley_generation_per_class": (["generated_candidates", "selected_outputs"],
+                                   "per target class: candidates, selection, DCASE export"),
 }
 
 
 def build_definitions(profile_name: str | None = None, overrides: dict | None = None) -> Definitions:
     profile_name = profile_name or os.environ.get("FOLEY_PROFILE", "cpu")
+    if overrides is None:
+        overrides = json.loads(os.environ.get("FOLEY_OVERRIDES") or "{}")
     profile = load_profile(profile_name, overrides)
-    raw_foley_data, foley_dataset = build_data_assets(profile)
-    model_assets = build_model_assets(profile, foley_dataset)
-    clap_embeddings, finetuned_adapter = model_assets[1], model_assets[3]
-    generation_assets, checks = build_generation_assets(profile, finetuned_adapter, clap_embeddings)
+    assets, checks = build_assets(profile)
+    jobs = [define_asset_job(name, selection=AssetSelection.assets(*[[asset_prefix(profile), a] for a in names]),
+                             description=description)
+            for name, (names, description) in JOBS.items()]
+    settings = {"name": profile_name, "overrides_json": json.dumps(overrides)}
     return Definitions(
-        assets=[raw_foley_data, foley_dataset, *model_assets, *generation_assets],
+        assets=assets,
         asset_checks=checks,
-        jobs=[
-            define_asset_job("foley_models", selection=AssetSelection.assets(
-                raw_foley_data, model_assets[0], model_assets[2], finetuned_adapter, *generation_assets[2:]),
-                description=JOBS["foley_models"]),
-            define_asset_job("foley_data_per_class", selection=AssetSelection.assets(foley_dataset, clap_embeddings),
-                             description=JOBS["foley_data_per_class"]),
-            define_asset_job("foley_generation_per_class", selection=AssetSelection.assets(*generation_assets[:2]),
-                             description=JOBS["foley_generation_per_class"]),
-        ],
-        schedules=[weekly_retraining],
-        sensors=[retrain_on_data_change],
-        resources={"foley": FoleyProfile(name=profile_name, overrides_json=json.dumps(overrides or {}))},
+        jobs=jobs,
+        schedules=[weekly_retraining()],
+        sensors=[data_change_sensor(profile), automation_sensor()],
+        resources={"foley": FoleyProfile(**settings), "io_manager": ArtifactIOManager(**settings)},
     )
 
 

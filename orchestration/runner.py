@@ -3,14 +3,13 @@
 Runs go through the persistent instance in $DAGSTER_HOME, so every run, its metadata,
 checks and lineage show up in `make ui`. Consecutive stages with the same partitioning run
 together in one Dagster run (so blocking quality checks gate what follows them in that run);
-per-class stages run one run per class, as a backfill would. Anything Dagster reports FRESH
-(same code version, same upstream data versions) is skipped: a second run with nothing
-changed recomputes nothing expensive.
+per-class stages run one run per class, as a backfill would. A stage is skipped when it is
+fresh: its stored record (``foley_core.records``) has the current code version and was made
+from the current versions of its inputs. A second run with nothing changed recomputes nothing.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -20,16 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter, materialize
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-from dagster._core.loader import LoadingContextForTest  # a plain LoadingContext; the UI builds the same
+from dagster import AssetKey, AssetsDefinition, DagsterInstance, DagsterRunStatus, RunsFilter, materialize
 
-from foley_core.config import PROJECT_ROOT
-from foley_core.config import load_profile
-from foley_core.generation.pipeline import accepted_metrics
+from foley_core.config import PROJECT_ROOT, Profile, load_profile
 from foley_core.fsutil import LockHeld, describe_holder, exclusive_lock, process_alive
+from foley_core.generation.pipeline import accepted_metrics
+from foley_core.layout import layout
+from foley_core.records import Artifact, input_versions, read_record
+from foley_core.run_outputs import terminal_summary
+from orchestration.automation import FOLEY_RUN_TAG
 from orchestration.definitions import build_definitions
-from orchestration.report import terminal_summary, write_run_outputs
 
 # Dagster's console logger prints every engine event; the terminal gets one line per
 # stage instead, and the full event log is in the UI.
@@ -54,20 +53,6 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def _groups(graph) -> list[tuple[list[AssetKey], object]]:
-    """Assets in dependency order, consecutive ones with the same partitions definition grouped."""
-    groups: list[tuple[list[AssetKey], object]] = []
-    for key in graph.toposorted_asset_keys:
-        node = graph.get(key)
-        if not node.is_materializable:
-            continue
-        if groups and groups[-1][1] == node.partitions_def:
-            groups[-1][0].append(key)
-        else:
-            groups.append(([key], node.partitions_def))
-    return groups
-
-
 def quiet_training_logs() -> None:
     """Lightning's banners ("GPU available: False", tips) go to the run logs, not the terminal."""
     for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
@@ -79,17 +64,6 @@ def quiet_training_logs() -> None:
     diffusers.utils.logging.disable_progress_bar()
 
 
-def _data_version(instance: DagsterInstance, key: AssetKey, partition: str | None) -> str | None:
-    records = instance.fetch_materializations(key, limit=100).records
-    for record in records:  # newest first
-        if record.partition_key == partition:
-            return (record.asset_materialization.tags or {}).get("dagster/data_version")
-    return None
-
-
-RUN_LOCK = ".foley-run.lock"
-
-
 def run_pipeline(profile_name: str, overrides: dict | None = None, echo: Callable[[str], None] = print,
                  force: bool = False) -> PipelineRun:
     """Materialise every asset that is missing or stale (all of them with ``force``).
@@ -97,18 +71,18 @@ def run_pipeline(profile_name: str, overrides: dict | None = None, echo: Callabl
     One run at a time per artifacts folder: a second run exits at once, naming the holder.
     The lock is an flock, so a run killed with -9 leaves no stale lock behind.
     """
-    artifacts = load_profile(profile_name, overrides).artifact_dir()
+    where = layout(load_profile(profile_name, overrides))
     try:
-        with exclusive_lock(artifacts / RUN_LOCK, timeout=0):
+        with exclusive_lock(where.run_lock, timeout=0):
             return _run_unlocked(profile_name, overrides, echo, force)
     except LockHeld as exc:
-        raise RuntimeError(f"another foley run is using {artifacts}: {describe_holder(exc.holder)}; "
+        raise RuntimeError(f"another foley run is using {where.root}: {describe_holder(exc.holder)}; "
                            "wait for it to finish or stop it") from None
 
 
 def _owner_tags() -> dict[str, str]:
     """Which process executes a run in-process: lets the next `foley run` recognise a dead one."""
-    return {"foley/pid": str(os.getpid()), "foley/host": socket.gethostname()}
+    return {FOLEY_RUN_TAG: str(os.getpid()), "foley/host": socket.gethostname()}
 
 
 def fail_orphaned_runs(instance: DagsterInstance) -> list[tuple[str, int]]:
@@ -121,7 +95,7 @@ def fail_orphaned_runs(instance: DagsterInstance) -> list[tuple[str, int]]:
     unfinished = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED]
     for record in instance.get_run_records(RunsFilter(statuses=unfinished, tags={"foley/host": host})):
         run = record.dagster_run
-        pid = int(run.tags.get("foley/pid", "0"))
+        pid = int(run.tags.get(FOLEY_RUN_TAG, "0"))
         if pid and not process_alive(pid):
             instance.report_run_failed(run, message=f"the foley run process (pid {pid}) died before the run ended")
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
@@ -129,57 +103,102 @@ def fail_orphaned_runs(instance: DagsterInstance) -> list[tuple[str, int]]:
     return reaped
 
 
+def _groups(assets: list[AssetsDefinition]) -> list[tuple[list[AssetsDefinition], object]]:
+    """Assets in dependency order (as built), consecutive ones with the same partitioning grouped."""
+    groups: list[tuple[list[AssetsDefinition], object]] = []
+    for assets_def in assets:
+        if groups and groups[-1][1] == assets_def.partitions_def:
+            groups[-1][0].append(assets_def)
+        else:
+            groups.append(([assets_def], assets_def.partitions_def))
+    return groups
+
+
+def current_inputs(profile: Profile, assets_def: AssetsDefinition, partition: str | None,
+                   by_key: dict[AssetKey, AssetsDefinition]) -> dict[str, str] | None:
+    """The input versions the stage would be given now (as the IO manager loads them), or None
+    when an input has no record yet."""
+    where = layout(profile)
+    inputs: dict[str, Artifact | dict[str, Artifact]] = {}
+    for dep in assets_def.asset_deps[assets_def.key]:
+        upstream = by_key[dep]
+        name = dep.path[-1]
+        if upstream.partitions_def is None:
+            inputs[name] = read_record(where.record(name))
+        elif partition is not None:  # per-class stage reads the same class upstream
+            inputs[name] = read_record(where.record(name, partition))
+        else:
+            inputs[name] = {p: read_record(where.record(name, p)) for p in upstream.partitions_def.get_partition_keys()}
+        values = inputs[name].values() if isinstance(inputs[name], dict) else [inputs[name]]
+        if any(v is None for v in values):
+            return None
+    return input_versions(inputs)
+
+
+def is_fresh(profile: Profile, assets_def: AssetsDefinition, partition: str | None,
+             by_key: dict[AssetKey, AssetsDefinition]) -> bool:
+    """Stored record with the current code version, made from the current input versions."""
+    record = read_record(layout(profile).record(assets_def.key.path[-1], partition))
+    if record is None or record.code_version != (assets_def.code_versions_by_key.get(assets_def.key) or ""):
+        return False
+    return record.inputs == current_inputs(profile, assets_def, partition, by_key)
+
+
 def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str], None], force: bool) -> PipelineRun:
     ensure_dagster_home()
     quiet_training_logs()
+    profile = load_profile(profile_name, overrides)
     defs = build_definitions(profile_name, overrides)
     instance = DagsterInstance.get()
     for run_id, pid in fail_orphaned_runs(instance):
         echo(f"  run {run_id[:8]} (pid {pid}) was killed before it ended: marked failed, its pool slots freed")
-    everything = [*defs.assets, *defs.asset_checks]
+    assets = list(defs.assets)
+    everything = [*assets, *defs.asset_checks]
+    by_key = {a.key: a for a in assets}
     resources = dict(defs.resources)
-    graph = defs.resolve_asset_graph()
     outcome = PipelineRun()
-    # Dagster's staleness does not cross from an unpartitioned asset to a partitioned child, so
-    # the runner also re-runs anything whose parent got a new data version in this run.
-    changed: set[AssetKey] = set()
-    for keys, partitions_def in _groups(graph):
+    for group, partitions_def in _groups(assets):
         for partition in partitions_def.get_partition_keys() if partitions_def else [None]:
-            # staleness is judged afresh after each run: upstream versions may just have changed
-            resolver = CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
-            todo = keys if force or keys[0].path == ["raw_foley_data"] else [
-                k for k in keys if resolver.get_status(k, partition) != StaleStatus.FRESH
-                or changed & set(graph.get(k).parent_keys)]
-            before = {k: _data_version(instance, k, partition) for k in todo}
-            label = ", ".join(k.to_user_string() for k in keys) + (f" [{partition}]" if partition else "")
+            # freshness is judged afresh after each run: upstream versions may just have changed
+            todo = [a for a in group if force or a.key.path[-1] == "raw_foley_data"
+                    or not is_fresh(profile, a, partition, by_key)]
+            label = ", ".join(a.key.path[-1] for a in group) + (f" [{partition}]" if partition else "")
             if not todo:
                 outcome.skipped.append(label)
                 echo(f"  {label:<58} fresh, skipped")
                 continue
             started = time.perf_counter()
-            result = materialize(everything, instance=instance, resources=resources, selection=todo,
+            result = materialize(everything, instance=instance, resources=resources, selection=[a.key for a in todo],
                                  partition_key=partition, tags={"foley/profile": profile_name, **_owner_tags()},
                                  run_config=QUIET_CONSOLE, raise_on_error=False)
             outcome.run_ids.append(result.run_id)
-            failed = [f"{e.asset_key.to_user_string()}:{e.check_name}"
+            failed = [f"{e.asset_key.path[-1]}:{e.check_name}"
                       for e in result.get_asset_check_evaluations() if not e.passed]
             outcome.failed_checks += failed
             if not result.success and not failed:
                 raise RuntimeError(f"{label} failed; see run {result.run_id} in `make ui` (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
             outcome.materialised.append(label)
-            changed |= {k for k in todo if _data_version(instance, k, partition) != before[k]}
             note = f"  checks failed: {', '.join(failed)}" if failed else ""
             echo(f"  {label:<58} {time.perf_counter() - started:7.1f}s  run {result.run_id[:8]}{note}")
-    profile = load_profile(profile_name, overrides)
-    outcome.output_dir = write_run_outputs(profile, instance, list(graph.toposorted_asset_keys), outcome.run_ids)
-    echo(terminal_summary(profile, outcome.output_dir))
+    report = read_record(layout(profile).record("foley_report"))
+    if report is not None:
+        outcome.output_dir = report.location
+        echo(terminal_summary(profile, outcome.output_dir))
+    _explain_gate(profile, outcome, echo)
+    return outcome
+
+
+def _explain_gate(profile: Profile, outcome: PipelineRun, echo: Callable[[str], None]) -> None:
+    evaluated = read_record(layout(profile).record("evaluation_metrics"))
+    promoted = read_record(layout(profile).record("promoted_pipeline"))
     if outcome.failed_checks:
         echo(f"quality gate failed ({', '.join(outcome.failed_checks)}): the model was NOT promoted; "
              f"`foley generate` keeps using the last accepted one")
-    else:  # the gate may also have refused a promotion launched alone (promote re-applies it)
-        evaluated = json.loads(profile.artifact_dir("evaluation", "metrics.json").read_text())["model_version"]
+    elif evaluated is not None:  # the gate may also have refused a promotion launched alone
+        import json
+
+        model = json.loads(evaluated.location.read_text())["model_version"]
         kept = (accepted_metrics(profile) or {}).get("model_version")
-        if kept != evaluated:
-            echo(f"quality gate: the evaluated model {evaluated} was NOT promoted (see promoted_pipeline in "
+        if kept != model:
+            echo(f"quality gate: the evaluated model {model} was NOT promoted (see promoted_pipeline in "
                  f"`make ui`); `foley generate` keeps using {kept or 'no model yet'}")
-    return outcome

@@ -79,7 +79,7 @@ def test_a_rejected_model_is_never_promoted_by_a_later_run_or_by_promotion_alone
 
     # Promotion materialised on its own, as a click in the UI does.
     defs = build_definitions("smoke", retrain)
-    result = materialize([*defs.assets], resources=dict(defs.resources), selection=[AssetKey("promoted_pipeline")],
+    result = materialize([*defs.assets], resources=dict(defs.resources), selection=[AssetKey(["smoke", "promoted_pipeline"])],
                          instance=None, raise_on_error=False)
     assert result.success
     assert (root / "latest").resolve().name == accepted_version

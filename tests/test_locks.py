@@ -399,14 +399,14 @@ def test_an_interrupted_generation_save_keeps_the_previous_one(tmp_path, monkeyp
 
 
 def _run_inputs(profile):
-    from orchestration.assets.generation import dcase_dir, generation_dir
-
     from foley_core.generation.store import save_class_generation
+    from foley_core.layout import layout
 
-    (dcase_dir(profile) / "DogBark").mkdir(parents=True)
-    sf.write(dcase_dir(profile) / "DogBark" / "000.wav", np.zeros(2048, dtype=np.float32), 8000)
+    where = layout(profile)
+    (where.dcase / "DogBark").mkdir(parents=True)
+    sf.write(where.dcase / "DogBark" / "000.wav", np.zeros(2048, dtype=np.float32), 8000)
 
-    save_class_generation(_generation(1, 0.1), generation_dir(profile, "adapter", "DogBark"))
+    save_class_generation(_generation(1, 0.1), where.generation("adapter", "DogBark"))
     metrics = {"per_class": {"DogBark": {"fad": 1.0, "kad": 0.1}},
                "clap": [{"class": "DogBark", "mean_selected_score": 0.5, "mean_candidate_score": 0.4}],
                "ablation": [{"adapter": True, "selection": True, "fad": 1.0, "kad": 0.1}],
@@ -418,13 +418,13 @@ def _run_inputs(profile):
 
 
 def test_two_runs_finishing_in_the_same_second_get_their_own_output_folders(tmp_path, monkeypatch):
-    import orchestration.report as report
+    import foley_core.run_outputs as report
 
     profile = _profile(tmp_path)
     _run_inputs(profile)
     monkeypatch.setattr(report.time, "strftime", lambda fmt, *a: "20250101-120000")  # the same second
-    first = report.write_run_outputs(profile, None, [], [])
-    second = report.write_run_outputs(profile, None, [], [])
+    first = report.write_run_outputs(profile)
+    second = report.write_run_outputs(profile)
     assert first != second and first.name.startswith("20250101-120000-smoke-")
     for folder in (first, second):
         assert (folder / "report.html").is_file() and (folder / "dcase" / "DogBark" / "000.wav").is_file()
@@ -434,14 +434,14 @@ def test_two_runs_finishing_in_the_same_second_get_their_own_output_folders(tmp_
 
 
 def test_a_failed_report_leaves_no_half_run_folder_and_latest_unchanged(tmp_path, monkeypatch):
-    import orchestration.report as report
+    import foley_core.run_outputs as report
 
     profile = _profile(tmp_path)
     _run_inputs(profile)
-    first = report.write_run_outputs(profile, None, [], [])
+    first = report.write_run_outputs(profile)
     monkeypatch.setattr(report, "write_report", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
-        report.write_run_outputs(profile, None, [], [])
+        report.write_run_outputs(profile)
     outputs = tmp_path / "outputs"
     assert sorted(p.name for p in outputs.iterdir() if not p.name.startswith(".")) == sorted([first.name, "latest"])
     assert (outputs / "latest").resolve() == first.resolve()

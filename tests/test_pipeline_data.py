@@ -17,21 +17,23 @@ def _overrides(tmp_path):
 
 
 def _data_versions(instance, key):
-    records = instance.fetch_materializations(AssetKey(key), limit=100).records
+    records = instance.fetch_materializations(AssetKey(["smoke", key]), limit=100).records
     return [(r.partition_key, r.asset_materialization.tags["dagster/data_version"]) for r in reversed(records)]
 
 
 def test_definitions_load_and_partition_by_class(tmp_path):
     defs = build_definitions("smoke", _overrides(tmp_path))
-    graph = defs.resolve_asset_graph()
-    dataset = graph.get(AssetKey("foley_dataset"))
+    by_key = {a.key: a for a in defs.assets}
+    dataset = by_key[AssetKey(["smoke", "foley_dataset"])]
     assert dataset.partitions_def.get_partition_keys() == [
         "DogBark", "Footstep", "GunShot", "Keyboard", "MovingMotorVehicle", "Rain", "Sneeze_Cough", "Bell"]
-    assert AssetKey("raw_foley_data") in graph.get(AssetKey("foley_dataset")).parent_keys
+    assert dataset.asset_deps[dataset.key] == {AssetKey(["smoke", "raw_foley_data"])}
+    assert all(key.path[0] == "smoke" for key in by_key)  # the profile's own history
     assert all(defs.resolve_job_def(name) is not None for name in JOBS)
     Definitions.validate_loadable(defs)  # what `dagster dev` does: every job, schedule and sensor resolves
     assert {j.name for j in defs.get_repository_def().get_all_jobs()} >= set(JOBS)
-    assert all(graph.get(k).code_version for k in graph.materializable_asset_keys)
+    assert all(a.code_versions_by_key[a.key] for a in defs.assets)
+    assert all(a.automation_conditions_by_key[a.key] is not None for a in defs.assets)
 
 
 def test_smoke_pipeline_materialises_and_versions_are_stable(tmp_path, monkeypatch):
@@ -43,10 +45,10 @@ def test_smoke_pipeline_materialises_and_versions_are_stable(tmp_path, monkeypat
     assert sorted(p.name for p in dataset.iterdir() if not p.name.startswith(".") and p.is_dir()) == sorted(
         ["DogBark", "Footstep", "GunShot", "Keyboard", "MovingMotorVehicle", "Rain", "Sneeze_Cough", "Bell"])
     instance = DagsterInstance.get()
-    latest = instance.get_latest_materialization_event(AssetKey("raw_foley_data")).asset_materialization
+    latest = instance.get_latest_materialization_event(AssetKey(["smoke", "raw_foley_data"])).asset_materialization
     assert latest.metadata["versioned_by"].value == "content-hash"
     assert latest.metadata["audio_files"].value == 7 * 3 + 2
-    dogs = [r for r in instance.fetch_materializations(AssetKey("foley_dataset"), limit=100).records if r.partition_key == "DogBark"]
+    dogs = [r for r in instance.fetch_materializations(AssetKey(["smoke", "foley_dataset"]), limit=100).records if r.partition_key == "DogBark"]
     metadata = dogs[0].asset_materialization.metadata
     assert metadata["clips"].value == 3 and "data:image/png;base64," in metadata["spectrogram"].value
 
@@ -57,6 +59,18 @@ def test_smoke_pipeline_materialises_and_versions_are_stable(tmp_path, monkeypat
     assert _data_versions(instance, "raw_foley_data")[-1] == first_raw[-1]
     assert _data_versions(instance, "foley_dataset")[-8:] == first_dataset  # no spurious staleness
 
+    # another profile in the same instance and data folder has its own history: this one stays fresh
+    other = {**_overrides(tmp_path), "name": "smoke-other",
+             "paths": {**_overrides(tmp_path)["paths"], "artifacts_dir": str(tmp_path / "artifacts-other")},
+             "data": {**_overrides(tmp_path)["data"], "sources": [{"kind": "synthetic", "path": str(tmp_path / "data/synthetic-other"),
+                                                                    "clips_per_class": 2, "extra_types": ["Bell"], "clips_per_extra_type": 2}]}}
+    clap_history = _data_versions(instance, "clap_model")
+    run_pipeline("smoke", other, echo=lines.append)
+    assert instance.fetch_materializations(AssetKey(["smoke_other", "clap_model"]), limit=1).records
+    assert _data_versions(instance, "clap_model") == clap_history  # the other run never touched this lineage
+    after_other = run_pipeline("smoke", _overrides(tmp_path), echo=lines.append)
+    assert after_other.materialised == ["raw_foley_data"], after_other.materialised
+
     # one more recording in one class changes that class's version and the raw version only
     import numpy as np, soundfile as sf
     sf.write(tmp_path / "data/synthetic/Rain/extra.wav", np.random.default_rng(0).normal(0, 0.2, 16000), 16000)
@@ -66,49 +80,36 @@ def test_smoke_pipeline_materialises_and_versions_are_stable(tmp_path, monkeypat
     assert _data_versions(instance, "raw_foley_data")[-1] != first_raw[-1]
 
 
-def test_retraining_sensor_fires_only_when_data_dvc_changes(tmp_path, monkeypatch):
-    from dagster import SkipReason, build_sensor_context
+def test_data_sensor_fires_on_new_data_of_this_profile_only_and_never_during_a_run(tmp_path, monkeypatch):
+    from dagster import RunRequest, SkipReason
 
-    import orchestration.automation as automation
+    from foley_core.config import load_profile
+    from foley_core.fsutil import exclusive_lock
+    from foley_core.layout import layout
+    from orchestration.automation import data_change_request
 
-    dvc_file = tmp_path / "data.dvc"
-    monkeypatch.setattr(automation, "DATA_DVC", dvc_file)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    profile = load_profile("smoke", _overrides(tmp_path))
+    assert "no data snapshot yet" in data_change_request(profile).skip_message
+    run_pipeline("smoke", _overrides(tmp_path), echo=lambda line: None)
+    assert isinstance(data_change_request(profile), SkipReason)  # just snapshotted: unchanged
+    import numpy as np, soundfile as sf
+    sf.write(tmp_path / "data/synthetic/Rain/new.wav", np.random.default_rng(1).normal(0, 0.2, 16000), 16000)
+    with exclusive_lock(layout(profile).run_lock):  # a `foley run` is at work: its own rewrite is not new data
+        assert "foley run is using" in data_change_request(profile).skip_message
+    request = data_change_request(profile)
+    assert isinstance(request, RunRequest) and request.tags["foley/trigger"].startswith("data.dvc:")
     defs = build_definitions("smoke", _overrides(tmp_path))
     sensor = defs.resolve_sensor_def("retrain_on_data_change")
-    repo = defs.get_repository_def()
-
-    def evaluate(cursor):
-        context = build_sensor_context(cursor=cursor, repository_def=repo)
-        return sensor.evaluate_tick(context), context
-
-    assert isinstance(evaluate(None)[0].skip_message, str)  # no data.dvc yet
-    dvc_file.write_text("outs:\n- md5: aaa.dir\n  path: data\n")
-    result, context = evaluate(None)
-    assert not result.run_requests and context.cursor == "aaa.dir"  # first look only remembers
-    assert not evaluate("aaa.dir")[0].run_requests
-    dvc_file.write_text("outs:\n- md5: bbb.dir\n  path: data\n")
-    result, context = evaluate("aaa.dir")
-    assert len(result.run_requests) == 1 and context.cursor == "bbb.dir"
-    request = result.run_requests[0]
-    assert request.requires_backfill_daemon()
-    assert AssetKey("foley_dataset") in request.asset_graph_subset.asset_keys
+    assert sensor.job_name == "foley_data_snapshot"
 
 
 def test_weekly_schedule_is_defined_and_off_by_default(tmp_path):
-    from dagster import DefaultScheduleStatus
+    from dagster import DefaultScheduleStatus, DefaultSensorStatus
 
     defs = build_definitions("smoke", _overrides(tmp_path))
     weekly = defs.resolve_schedule_def("weekly_retraining")
-    assert weekly.cron_schedule == "0 3 * * 1"
+    assert weekly.cron_schedule == "0 3 * * 1" and weekly.job_name == "foley_data_snapshot"
     assert weekly.default_status == DefaultScheduleStatus.STOPPED
-
-
-def test_weekly_schedule_requests_a_whole_graph_backfill(tmp_path):
-    from dagster import build_schedule_context
-
-    defs = build_definitions("smoke", _overrides(tmp_path))
-    weekly = defs.resolve_schedule_def("weekly_retraining")
-    result = weekly.evaluate_tick(build_schedule_context(repository_def=defs.get_repository_def()))
-    assert len(result.run_requests) == 1
-    keys = result.run_requests[0].asset_graph_subset.asset_keys
-    assert keys == set(defs.resolve_asset_graph().materializable_asset_keys) and AssetKey("foley_dataset") in keys
+    automation = defs.resolve_sensor_def("retrain_when_changed")
+    assert automation.default_status == DefaultSensorStatus.RUNNING

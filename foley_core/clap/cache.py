@@ -28,6 +28,15 @@ FORMAT = 2  # 1 was <kind>.npy + <kind>_index.csv, written one after the other
 KINDS = ("audio", "text")
 
 
+def cached_model_version(root: Path) -> str | None:
+    """The CLAP version a cache folder holds embeddings of (None: no cache), read without
+    opening it (opening with another version empties it)."""
+    try:
+        return json.loads((Path(root) / META).read_text()).get("model_version")
+    except (FileNotFoundError, ValueError, AttributeError):
+        return None
+
+
 class EmbeddingCache:
     def __init__(self, root: Path, model_version: str):
         self.root = Path(root)
@@ -138,3 +147,36 @@ def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def cached_audio_embeddings(profile, clap_version: str, manifest: pd.DataFrame) -> dict[str, np.ndarray]:
+    """content_hash -> CLAP audio embedding, read from the per-class caches (nothing recomputed)."""
+    from foley_core.layout import layout
+
+    conditioning: dict[str, np.ndarray] = {}
+    for label, rows in manifest.groupby("class"):
+        hashes = list(rows["content_hash"])
+        conditioning.update(zip(hashes, EmbeddingCache(layout(profile).embeddings(label), clap_version).audio(hashes)))
+    return conditioning
+
+
+def cached_text_embedder(profile, encoder):
+    """texts -> embeddings through the class caches first (captions, prompts), the encoder otherwise."""
+    from foley_core.layout import layout
+
+    caches = [EmbeddingCache(layout(profile).embeddings(c), encoder.version) for c in profile.class_names]
+
+    def embed(texts: list[str]) -> np.ndarray:
+        out = []
+        for text in texts:
+            for cache in caches:
+                try:
+                    out.append(cache.text([text])[0])
+                    break
+                except KeyError:
+                    continue
+            else:
+                out.append(encoder.encode_text([text]).cpu().numpy()[0])
+        return np.stack(out)
+
+    return embed

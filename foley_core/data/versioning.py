@@ -8,6 +8,7 @@ drive it through its CLI instead of importing it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -84,3 +85,28 @@ def folder_hash(folder: Path, pattern: str = "*") -> str:
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
         digest.update(bytes.fromhex(file_hash(path)))
     return digest.hexdigest()[:32]
+
+
+def dvc_subtree_version(data_dir: Path, roots: list[Path]) -> str | None:
+    """A version of the part of a DVC-tracked folder that lies under ``roots``: the hash of the
+    (path, md5) entries DVC recorded for those files, read from the ``.dir`` manifest that
+    ``data.dvc`` names. So a profile's data version moves only when *its* sources change, not
+    when another profile adds its own corpus to ``data/``. None when the manifest is not in
+    the local DVC cache (then the caller falls back to the whole folder's hash)."""
+    whole = read_dvc_hash(dvc_file_for(data_dir))
+    if not whole or not whole.endswith(".dir"):
+        return None
+    manifest = data_dir.parent / ".dvc" / "cache" / "files" / "md5" / whole[:2] / whole[2:]
+    try:
+        entries = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    prefixes = []
+    for root in roots:
+        try:
+            prefixes.append(root.resolve().relative_to(data_dir.resolve()).as_posix())
+        except ValueError:
+            return None  # a source outside the tracked folder: DVC does not version it
+    chosen = sorted((e["relpath"], e["md5"]) for e in entries
+                    if any(p in ("", ".") or e["relpath"] == p or e["relpath"].startswith(p + "/") for p in prefixes))
+    return "dvc-" + hashlib.sha256(json.dumps(chosen).encode()).hexdigest()[:24]

@@ -1,0 +1,53 @@
+"""The one way a class's clips are made for a submission: the generation asset and
+`foley export-dcase` both call ``generate_selected``, so both apply the same selection,
+multi-target mode included."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+
+from foley_core.config import Profile
+from foley_core.generation.generate import ClassGeneration, generate_class
+from foley_core.generation.pipeline import FoleyPipeline
+
+log = logging.getLogger(__name__)
+
+
+def class_targets(pipeline: FoleyPipeline, profile: Profile, label: str, n_clips: int) -> np.ndarray | None:
+    """Multi-target mode (a class with no fixed CLAP floor, as MovingMotorVehicle in the winning
+    system): slot i is scored against the CLAP audio embedding of real clip i mod n. The
+    embeddings come from the profile's embedding cache; None for classes with a floor, or (with
+    a warning) when no clip of the class is cached under the pipeline's CLAP, in which case the
+    slots are scored against the prompt as every other class is."""
+    if profile.class_config(label).clap_floor is not None:
+        return None
+    from foley_core.clap import EmbeddingCache
+    from foley_core.clap.cache import cached_model_version
+    from foley_core.data.ingest import load_manifest
+    from foley_core.layout import layout
+
+    where = layout(profile)
+    if cached_model_version(where.embeddings(label)) != pipeline.clap.version:  # never reset another CLAP's cache
+        log.warning(f"{label}: no CLAP audio embeddings of its clips cached for this model's CLAP; "
+                    "scoring against the prompt")
+        return None
+    try:
+        rows = load_manifest(where.dataset, [label])
+        cached = EmbeddingCache(where.embeddings(label), pipeline.clap.version).audio(rows["content_hash"])
+    except (FileNotFoundError, KeyError) as exc:
+        log.warning(f"{label}: no cached CLAP audio embeddings of its clips ({exc}); scoring against the prompt")
+        return None
+    if not len(cached):
+        log.warning(f"{label}: no clips in the dataset; scoring against the prompt")
+        return None
+    return cached[np.arange(n_clips) % len(cached)]
+
+
+def generate_selected(pipeline: FoleyPipeline, profile: Profile, label: str, n_clips: int,
+                      progress: Callable[[int, int], None] | None = None) -> ClassGeneration:
+    """``n_clips`` selected clips of a class, with the profile's per-class selection settings."""
+    targets = class_targets(pipeline, profile, label, n_clips)
+    return generate_class(pipeline, profile, label, n_clips, targets=targets, progress=progress)

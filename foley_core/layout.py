@@ -1,0 +1,94 @@
+"""Where every artifact of a profile lives: the one place that knows the folder layout.
+
+    artifacts/<profile>/
+      dataset/<Class>/            normalised clips + manifest (per class)
+      clap/                       the CLAP model (trained here) and its metrics
+      clap_embeddings/<Class>/    cached CLAP audio + text embeddings (per class)
+      ldm/                        VAE + UNet + vocoder (trained or imported)
+      finetune/{adapter,identity} the fine-tuned adapter and the identity ablation
+      generation/<variant>/<Class>/ candidates, selected clips, selection.json
+      dcase/<Class>/NNN.wav       the selected clips in the DCASE layout
+      evaluation/metrics.json     FAD/KAD, class consistency, ablation
+      pipelines/                  promoted model versions, ``latest``, accepted metrics
+      records/<asset>[/<part>].json  what each pipeline stage produced (path, version, inputs)
+      .foley-run.lock             held by the one `foley run` using this folder
+    outputs/<run-id>/             a run's report, metrics and clips; ``outputs/latest``
+
+Paths are built here and nowhere else, so the Dagster layer and the CLI cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from foley_core.config import Profile
+
+VARIANTS = ("adapter", "identity")  # the fine-tuned adapter, and the identity-adapter ablation
+
+
+@dataclass(frozen=True)
+class Layout:
+    profile: Profile
+
+    @property
+    def root(self) -> Path:
+        return self.profile.artifact_dir()
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "dataset"
+
+    def ingest(self, name: str) -> Path:
+        """`foley data ingest` / `foley finetune` of a folder outside the profile's sources."""
+        return self.root / "ingest" / name
+
+    @property
+    def clap(self) -> Path:
+        return self.root / "clap"
+
+    def embeddings(self, label: str) -> Path:
+        return self.root / "clap_embeddings" / label
+
+    @property
+    def ldm(self) -> Path:
+        return self.root / "ldm"
+
+    def finetune(self, variant: str | None = None) -> Path:
+        return self.root / "finetune" / variant if variant else self.root / "finetune"
+
+    def finetune_source(self, name: str) -> Path:
+        """The adapter fine-tuned by `foley finetune SOURCE`."""
+        return self.root / f"finetune-{name}" / "adapter"
+
+    def generation(self, variant: str, label: str | None = None) -> Path:
+        root = self.root / "generation" / variant
+        return root / label if label else root
+
+    @property
+    def dcase(self) -> Path:
+        return self.root / "dcase"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "evaluation" / "metrics.json"
+
+    @property
+    def pipelines(self) -> Path:
+        return self.root / "pipelines"
+
+    def record(self, asset: str, partition: str | None = None) -> Path:
+        folder = self.root / "records" / asset
+        return folder / f"{partition}.json" if partition else folder.with_suffix(".json")
+
+    @property
+    def run_lock(self) -> Path:
+        return self.root / ".foley-run.lock"
+
+    @property
+    def outputs(self) -> Path:
+        return self.profile.resolve(self.profile.paths.outputs_dir)
+
+
+def layout(profile: Profile) -> Layout:
+    return Layout(profile)

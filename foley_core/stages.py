@@ -1,0 +1,267 @@
+"""The pipeline's stages as plain functions: one per Dagster asset, no Dagster inside.
+
+Each stage reads its inputs where ``foley_core.layout`` says they are, writes its outputs
+there, and returns a ``StageResult``: the content version of what it wrote (equal content,
+equal version), where it wrote it, and metadata for the UI (plain values; ``markdown`` holds
+tables and pictures). The Dagster layer (``orchestration/assets``) is one call per asset.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from foley_core.config import Profile
+from foley_core.data.versioning import folder_hash
+from foley_core.fsutil import staged_dir, write_text_atomic
+from foley_core.layout import VARIANTS, layout
+
+
+@dataclass
+class StageResult:
+    version: str
+    path: Path
+    metadata: dict = field(default_factory=dict)  # numbers, strings, JSON-able dicts
+    markdown: dict[str, str] = field(default_factory=dict)  # tables and pictures for the UI
+
+
+def content_version(folder: Path, pattern: str = "*.safetensors") -> str:
+    """Version of a model or clip folder: the content hash of its matching files."""
+    return folder_hash(folder, pattern)[:16]
+
+
+def png_markdown(png: bytes, alt: str) -> str:
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+
+
+# ---------------------------------------------------------------- data
+def snapshot_data(profile: Profile) -> tuple[StageResult, list[str]]:
+    """The raw data (created when synthetic, versioned by DVC or content hash) and its warnings."""
+    from foley_core.data.raw import snapshot_raw_data
+
+    snapshot = snapshot_raw_data(profile)
+    metadata = {"data_version": snapshot.version, "versioned_by": snapshot.versioned_by,
+                "audio_files": len(snapshot.discovery.files), "files_per_class": snapshot.files_per_class(),
+                "rejected_at_discovery": snapshot.rejected_per_reason(),
+                "non_audio_files_ignored": len(snapshot.discovery.ignored)}
+    return StageResult(snapshot.version, profile.resolve(profile.paths.data_dir), metadata), list(snapshot.warnings)
+
+
+def ingest_dataset_class(profile: Profile, label: str) -> StageResult:
+    """Normalised clips + manifest for one class; bad files quarantined with a reason."""
+    import soundfile as sf
+
+    from foley_core.data.ingest import ingest_class, load_manifest, manifest_version
+    from foley_core.data.sources import discover_all
+    from foley_core.plots import spectrogram_png
+
+    root = layout(profile).dataset
+    discovery = discover_all(profile, create_synthetic=False)
+    result = ingest_class(label, [f for f in discovery.files if f.label == label],
+                          [r for r in discovery.rejected if r.label == label], root, profile)
+    manifest = load_manifest(root, [label])
+    metadata = {"files_found": result.found, "clips": len(result.clips),
+                "clips_per_split": dict(Counter(manifest["split"])),
+                "seconds_of_audio": float(manifest["duration_s"].sum()) if len(manifest) else 0.0,
+                "quarantined": len(result.quarantined),
+                "quarantined_per_reason": dict(Counter(q.reason for q in result.quarantined))}
+    markdown = {}
+    if len(manifest):
+        examples = [sf.read(p, dtype="float32")[0] for p in manifest["abs_path"].head(3)]
+        markdown["spectrogram"] = png_markdown(
+            spectrogram_png(examples, profile.audio.sample_rate, label, profile.audio.hop_length), label)
+    return StageResult(manifest_version(root, label), root / label, metadata, markdown)
+
+
+# ---------------------------------------------------------------- CLAP
+def build_clap(profile: Profile) -> StageResult:
+    """CLAP trained contrastively on the dataset, or a LAION checkpoint evaluated on it."""
+    from foley_core.clap import evaluate_clap, load_clap, load_paraphrases, train_clap
+    from foley_core.data.ingest import load_manifest
+
+    where = layout(profile)
+    manifest = load_manifest(where.dataset)
+    if profile.clap.source == "trained":
+        metrics = train_clap(profile, manifest, where.clap, paraphrases=load_paraphrases())
+    else:
+        encoder = load_clap(profile)
+        metrics = {**evaluate_clap(encoder, manifest[manifest["split"] == "val"], profile, load_paraphrases()),
+                   "version": encoder.version}
+    return StageResult(metrics["version"], where.clap, _scalars(metrics))
+
+
+def embed_class(profile: Profile, label: str) -> StageResult:
+    """CLAP audio embeddings of a class's clips and text embeddings of its captions and prompts."""
+    from foley_core.clap import EmbeddingCache, load_clap
+    from foley_core.data.ingest import load_manifest
+
+    where = layout(profile)
+    encoder = load_clap(profile)
+    manifest = load_manifest(where.dataset, [label])
+    cache = EmbeddingCache(where.embeddings(label), encoder.version)
+    audio = cache.update_audio(encoder, manifest)
+    prompts = list(profile.class_config(label).prompts) if label in profile.class_names else []
+    text = cache.update_text(encoder, list(manifest["caption"]) + prompts)
+    version = hashlib.sha256(json.dumps([encoder.version, sorted(manifest["content_hash"]),
+                                         sorted(set(manifest["caption"]) | set(prompts))]).encode()).hexdigest()[:16]
+    return StageResult(version, where.embeddings(label), {
+        "clap_version": encoder.version, "audio_computed": audio["computed"], "audio_reused": audio["reused"],
+        "text_computed": text["computed"], "text_reused": text["reused"], "clips": len(manifest)})
+
+
+# ---------------------------------------------------------------- LDM and adapter
+def build_ldm(profile: Profile) -> StageResult:
+    """VAE + UNet + vocoder trained on every clip (UNet conditioned on its CLAP audio embedding)."""
+    from foley_core.clap import load_clap
+    from foley_core.clap.cache import cached_audio_embeddings
+    from foley_core.data.ingest import load_manifest
+    from foley_core.ldm.training import train_ldm
+
+    where = layout(profile)
+    manifest = load_manifest(where.dataset)
+    clap_version = load_clap(profile).version
+    metrics = train_ldm(profile, manifest, cached_audio_embeddings(profile, clap_version, manifest), where.ldm)
+    metadata = {"clap_version": clap_version, "parameters": metrics.get("parameters", {}),
+                "reconstruction": {k: v for k, v in metrics.get("reconstruction", {}).items()
+                                   if not isinstance(v, (bytes, dict))}}
+    for name in ("vae", "vocoder", "unet"):
+        part = metrics.get(name, {})
+        metadata.update({f"{name}/{k}": v for k, v in _scalars(part).items() if k != "fingerprint"})
+    markdown = {}
+    spectrogram = where.ldm / "reconstruction.png"
+    if spectrogram.is_file():
+        markdown["reconstruction_spectrograms"] = png_markdown(spectrogram.read_bytes(), "reconstruction")
+    return StageResult(content_version(where.ldm), where.ldm, metadata, markdown)
+
+
+def finetune_adapters(profile: Profile) -> StageResult:
+    """The paper's d x d adapter fine-tuned on the target classes, and the identity ablation."""
+    from foley_core.clap import load_clap
+    from foley_core.clap.cache import cached_text_embedder
+    from foley_core.data.ingest import load_manifest
+    from foley_core.generation.finetune import finetune_adapter
+
+    where = layout(profile)
+    encoder = load_clap(profile)
+    manifest = load_manifest(where.dataset, profile.class_names)
+    base = content_version(where.ldm)
+    embed = cached_text_embedder(profile, encoder)
+    runs = {variant: finetune_adapter(profile, manifest, embed, where.ldm, where.finetune(variant),
+                                      train_adapter=variant == "adapter", base_version=base,
+                                      clap_version=encoder.version)
+            for variant in VARIANTS}
+    adapter = runs["adapter"]
+    return StageResult(content_version(where.finetune()), where.finetune(), {
+        "base_model_version": base, "clap_version": encoder.version,
+        "adapter_parameters": adapter["adapter_parameters"], "val_loss_adapter": adapter["val_loss"],
+        "val_loss_identity": adapter["val_loss_identity"], "loss_first": adapter.get("loss_first"),
+        "loss_final": adapter.get("loss_final"), "steps": adapter.get("steps"),
+        "prompt_cosine_raw_vs_adapted": adapter["prompt_cosine_raw_vs_adapted"]})
+
+
+def model_version(profile: Profile) -> str:
+    """The trained model's version: the adapter folder's content and the LDM folder's."""
+    where = layout(profile)
+    return content_version(where.finetune()) + "-" + content_version(where.ldm)
+
+
+# ---------------------------------------------------------------- generation
+def generate_candidates(profile: Profile, label: str) -> StageResult:
+    """A class's clips with the fine-tuned adapter and with the identity ablation (same seeds)."""
+    from foley_core.generation.pipeline import assemble_pipeline
+    from foley_core.generation.store import save_class_generation
+    from foley_core.generation.submission import generate_selected
+
+    where = layout(profile)
+    records = {}
+    for variant in VARIANTS:
+        gen = generate_selected(assemble_pipeline(profile, variant), profile, label,
+                                profile.generation.clips_per_class)
+        records[variant] = save_class_generation(gen, where.generation(variant, label))
+    folder = where.generation("adapter", label)
+    return StageResult(content_version(folder, "*.wav"), folder, {
+        **records["adapter"]["summary"], "prompt": records["adapter"]["prompt"],
+        "score_distribution": {v: r["summary"] for v, r in records.items()}})
+
+
+def export_class(profile: Profile, label: str) -> StageResult:
+    """A class's selected clips in the DCASE layout: 22,050 Hz, mono, 16-bit, exactly 4 s."""
+    from foley_core.export import clip_name, validate_dcase, write_dcase_clip
+    from foley_core.generation.store import load_clips
+    from foley_core.plots import spectrogram_png
+
+    where = layout(profile)
+    clips, rate = load_clips(where.generation("adapter", label) / "selected")
+    out = where.dcase / label
+    with staged_dir(out) as staging:  # the class folder holds exactly this selection, never a mix
+        for i, clip in enumerate(clips):
+            write_dcase_clip(staging / clip_name(i), clip, rate)
+    problems = validate_dcase(where.dcase, classes=[label], clips_per_class=len(clips))
+    return StageResult(content_version(out, "*.wav"), out, {"clips": len(clips), "format_problems": len(problems)},
+                       {"spectrograms": png_markdown(spectrogram_png(list(clips[:3]), rate, label,
+                                                                     profile.audio.hop_length), label)})
+
+
+# ---------------------------------------------------------------- evaluation and promotion
+def evaluate(profile: Profile) -> StageResult:
+    """FAD/KAD per class, class consistency and the ablation (``foley_core.evaluation``)."""
+    from foley_core.evaluation import evaluate_generation
+
+    where = layout(profile)
+    metrics = evaluate_generation(profile, model_version(profile))
+    write_text_atomic(where.metrics, json.dumps(metrics, indent=2))
+    metadata = {"mean_fad": metrics["mean"]["fad"], "mean_kad": metrics["mean"]["kad"],
+                "consistent_classes": f"{len(metrics['consistent_classes'])}/{len(profile.class_names)}",
+                "reference": metrics["reference"], "embedder": metrics["embedder"],
+                "model_version": metrics["model_version"]}
+    if metrics.get("official"):
+        metadata["official_mean_fad"] = metrics["official"]["mean_fad"]
+    import pandas as pd
+
+    markdown = {"ablation": pd.DataFrame(metrics["ablation"]).to_markdown(index=False),
+                "clap_scores": pd.DataFrame(metrics["clap"]).to_markdown(index=False)}
+    return StageResult(hashlib.sha256(where.metrics.read_bytes()).hexdigest()[:16], where.metrics, metadata, markdown)
+
+
+def promote_model(profile: Profile, metrics_path: Path) -> StageResult:
+    """Promote the evaluated model if the gate passes (``promote`` re-applies it); else keep the old one.
+
+    The version is the model ``latest`` points at afterwards, so a refusal leaves it unchanged."""
+    from foley_core.evaluation import read_json
+    from foley_core.export import validate_dcase
+    from foley_core.generation.pipeline import PromotionRefused, accepted_metrics, assemble_pipeline, promote
+
+    where = layout(profile)
+    metrics = read_json(metrics_path)
+    if metrics is None:
+        raise FileNotFoundError(f"no evaluation at {metrics_path}: materialise evaluation_metrics first")
+    export_problems = validate_dcase(where.dcase, classes=profile.class_names,
+                                     clips_per_class=profile.generation.clips_per_class)
+    try:
+        folder = promote(assemble_pipeline(profile, "adapter"), profile, metrics, export_problems=len(export_problems))
+    except PromotionRefused as refused:
+        kept = (accepted_metrics(profile) or {}).get("model_version", "none")
+        return StageResult(kept, where.pipelines / "latest", {
+            "promoted": False, "model_version": kept, "rejected_model": metrics["model_version"],
+            "reasons": str(refused)})
+    return StageResult(metrics["model_version"], folder, {"promoted": True, "model_version": metrics["model_version"]})
+
+
+def write_report(profile: Profile, run_label: str = "") -> StageResult:
+    """``outputs/<run-id>/`` (report, clips, metrics) and ``outputs/latest`` pointing at it."""
+    from foley_core.run_outputs import write_run_outputs
+
+    where = layout(profile)
+    folder = write_run_outputs(profile, run_label)
+    digest = hashlib.sha256(where.metrics.read_bytes() + content_version(where.dcase, "*.wav").encode())
+    return StageResult(digest.hexdigest()[:16], folder, {"report": str(folder / "report.html")})

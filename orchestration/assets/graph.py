@@ -1,0 +1,190 @@
+"""The pipeline's assets for one profile, wired by name through their inputs:
+
+    raw_foley_data -> foley_dataset[class] -> clap_model -> clap_embeddings[class] -> pretrained_ldm
+    -> finetuned_adapter -> generated_candidates[class] -> selected_outputs[class]
+    -> evaluation_metrics (+ blocking checks) -> promoted_pipeline -> foley_report
+"""
+
+
+import re
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    StaticPartitionMapping,
+    StaticPartitionsDefinition,
+    asset,
+    asset_check,
+)
+
+from foley_core import stages
+from foley_core.config import Profile
+from foley_core.data.sources import partition_keys
+from foley_core.layout import layout
+from foley_core.records import Artifact
+from orchestration.assets import stage_output
+from orchestration.automation import RETRAIN
+from orchestration.resources import FoleyProfile
+from orchestration.versions import code_version
+
+DATA_MODULES = ["foley_core.audio", "foley_core.data.sources", "foley_core.data.ingest"]
+COMPUTE = "compute"  # the pool of training and sampling stages: one at a time (dagster.yaml)
+
+
+def asset_prefix(profile: Profile) -> str:
+    """The profile's asset-key prefix: its name, with anything Dagster refuses in a key as ``_``."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", profile.name)
+
+
+def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
+    prefix = asset_prefix(profile)
+    dataset_parts = StaticPartitionsDefinition(partition_keys(profile))
+    class_parts = StaticPartitionsDefinition(profile.class_names)
+    same_class = StaticPartitionMapping({c: c for c in profile.class_names})
+
+    def version(modules: list[str], sections: list[str]) -> str:
+        return code_version(profile, ["foley_core.stages", *modules], sections)
+
+    def key(name: str) -> AssetKey:
+        return AssetKey([prefix, name])
+
+    def ins(*names: str) -> dict[str, AssetIn]:
+        return {name: AssetIn(key(name)) for name in names}
+
+    common = {"key_prefix": [prefix], "automation_condition": RETRAIN}
+
+    @asset(**common, group_name="data",
+           code_version=version(["foley_core.data.raw", "foley_core.data.synth", "foley_core.data.versioning"],
+                                ["data", "audio", "seed"]),
+           description="The DVC-tracked raw data (data/): synthetic corpus, DCASE dev set, captioned corpora. "
+                       "Its version covers this profile's sources only.")
+    def raw_foley_data(context: AssetExecutionContext, foley: FoleyProfile):
+        result, warnings = stages.snapshot_data(foley.load())
+        for warning in warnings:
+            context.log.warning(warning)
+        return stage_output(context, result)
+
+    @asset(**common, ins=ins("raw_foley_data"), group_name="data", partitions_def=dataset_parts,
+           code_version=version(DATA_MODULES, ["data", "audio", "classes"]),
+           description="Normalised clip-length clips + manifest for one class; bad files quarantined with a reason.")
+    def foley_dataset(context: AssetExecutionContext, foley: FoleyProfile, raw_foley_data: Artifact):
+        return stage_output(context, stages.ingest_dataset_class(foley.load(), context.partition_key),
+                            raw_foley_data=raw_foley_data)
+
+    @asset(**common, ins=ins("foley_dataset"), group_name="models", pool=COMPUTE,
+           code_version=version(["foley_core.clap.train", "foley_core.clap.towers", "foley_core.clap.encoder"],
+                                ["clap", "audio", "seed", "trainer"]),
+           description="CLAP text + audio encoders in one space: trained contrastively here, or a LAION checkpoint.")
+    def clap_model(context: AssetExecutionContext, foley: FoleyProfile, foley_dataset: dict):
+        return stage_output(context, stages.build_clap(foley.load()), foley_dataset=foley_dataset)
+
+    @asset(**common, ins=ins("clap_model", "foley_dataset"), group_name="models", partitions_def=dataset_parts,
+           code_version=version(["foley_core.clap.cache"], ["classes"]),
+           description="Cached CLAP audio embeddings of every clip and text embeddings of captions and prompts, "
+                       "keyed by (CLAP version, clip content hash).")
+    def clap_embeddings(context: AssetExecutionContext, foley: FoleyProfile, clap_model: Artifact,
+                        foley_dataset: Artifact):
+        return stage_output(context, stages.embed_class(foley.load(), context.partition_key),
+                            clap_model=clap_model, foley_dataset=foley_dataset)
+
+    @asset(**common, ins=ins("clap_model", "clap_embeddings"), group_name="models", pool=COMPUTE,
+           code_version=version(["foley_core.ldm.training", "foley_core.ldm.modules", "foley_core.ldm.models",
+                                 "foley_core.ldm.mel", "foley_core.ldm.components"], ["ldm", "audio", "seed", "trainer"]),
+           description="VAE + UNet + vocoder pre-trained on every clip (the UNet conditioned on its CLAP audio "
+                       "embedding), or imported from an AudioLDM folder.")
+    def pretrained_ldm(context: AssetExecutionContext, foley: FoleyProfile, clap_model: Artifact,
+                       clap_embeddings: dict):
+        return stage_output(context, stages.build_ldm(foley.load()), clap_model=clap_model,
+                            clap_embeddings=clap_embeddings)
+
+    @asset(**common, ins=ins("pretrained_ldm", "clap_embeddings"), group_name="models", pool=COMPUTE,
+           code_version=version(["foley_core.generation.finetune", "foley_core.generation.adapter"],
+                                ["finetune", "classes", "seed"]),
+           description="The paper's d x d embedding adapter fine-tuned on the target classes, and the identity "
+                       "ablation (same seed and steps, adapter frozen).")
+    def finetuned_adapter(context: AssetExecutionContext, foley: FoleyProfile, pretrained_ldm: Artifact,
+                          clap_embeddings: dict):
+        return stage_output(context, stages.finetune_adapters(foley.load()), pretrained_ldm=pretrained_ldm,
+                            clap_embeddings=clap_embeddings)
+
+    @asset(**common, group_name="generation", pool=COMPUTE, partitions_def=class_parts,
+           ins={"finetuned_adapter": AssetIn(key("finetuned_adapter")),
+                "clap_embeddings": AssetIn(key("clap_embeddings"), partition_mapping=same_class)},
+           code_version=version(["foley_core.generation.generate", "foley_core.generation.pipeline",
+                                 "foley_core.generation.selection", "foley_core.generation.submission",
+                                 "foley_core.ldm.sampling"], ["generation", "classes", "seed"]),
+           description="N candidates per clip in one batch, scored by CLAP; best kept (floor/ceiling, regeneration, "
+                       "multi-target). Made with the fine-tuned adapter and with the identity ablation, same seeds.")
+    def generated_candidates(context: AssetExecutionContext, foley: FoleyProfile, finetuned_adapter: Artifact,
+                             clap_embeddings: Artifact):
+        return stage_output(context, stages.generate_candidates(foley.load(), context.partition_key),
+                            finetuned_adapter=finetuned_adapter, clap_embeddings=clap_embeddings)
+
+    @asset(**common, ins=ins("generated_candidates"), group_name="generation", partitions_def=class_parts,
+           code_version=version(["foley_core.export"], ["audio"]),
+           description="The selected clips in the DCASE layout: 22,050 Hz, mono, 16-bit, exactly 4 s.")
+    def selected_outputs(context: AssetExecutionContext, foley: FoleyProfile, generated_candidates: Artifact):
+        return stage_output(context, stages.export_class(foley.load(), context.partition_key),
+                            generated_candidates=generated_candidates)
+
+    @asset(**common, ins=ins("selected_outputs", "generated_candidates"), group_name="evaluation",
+           code_version=version(["foley_core.evaluation", "foley_core.metrics.distances", "foley_core.metrics.embedders"],
+                                ["evaluation", "classes"]),
+           description="FAD/KAD of generated clips to held-out clips per class (the report says which clips), class "
+                       "consistency, the {selection off, on} x {adapter off, on} ablation on the same seeds, and the "
+                       "official DCASE FAD when VGGish weights are configured.")
+    def evaluation_metrics(context: AssetExecutionContext, foley: FoleyProfile, selected_outputs: dict,
+                           generated_candidates: dict):
+        return stage_output(context, stages.evaluate(foley.load()), selected_outputs=selected_outputs,
+                            generated_candidates=generated_candidates)
+
+    @asset_check(asset=evaluation_metrics, blocking=True,
+                 description="DCASE export valid for every class (rate, channels, bit depth, length, count).")
+    def dcase_export_valid(foley: FoleyProfile) -> AssetCheckResult:
+        from foley_core.export import validate_dcase
+
+        prof = foley.load()
+        problems = validate_dcase(layout(prof).dcase, classes=prof.class_names,
+                                  clips_per_class=prof.generation.clips_per_class)
+        return AssetCheckResult(passed=not problems, metadata={
+            "problems": len(problems), "first": "; ".join(f"{p.path}: {p.problem}" for p in problems[:5])})
+
+    @asset_check(asset=evaluation_metrics, blocking=True,
+                 description="Mean FAD/KAD finite and not worse than the last accepted model beyond the margin.")
+    def no_quality_regression(foley: FoleyProfile) -> AssetCheckResult:
+        from foley_core.evaluation import read_json, regression
+        from foley_core.generation.pipeline import accepted_metrics
+
+        prof = foley.load()
+        current = read_json(layout(prof).metrics) or {}
+        accepted = accepted_metrics(prof)
+        problems = regression(current.get("mean", {}), accepted and accepted["mean"], prof.evaluation.regression_margin)
+        return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.ERROR, metadata={
+            "problems": "; ".join(problems) or "none", "accepted_model": (accepted or {}).get("model_version", "none yet")})
+
+    @asset(**common, ins=ins("evaluation_metrics"), group_name="evaluation",
+           code_version=version(["foley_core.generation.pipeline", "foley_core.evaluation"], ["generation", "evaluation"]),
+           description="The model the CLI uses (`latest`): promoted only if the gate passes. The gate is re-applied "
+                       "here on the evaluation it receives, so no launch path promotes a rejected or NaN model.")
+    def promoted_pipeline(context: AssetExecutionContext, foley: FoleyProfile, evaluation_metrics: Artifact):
+        result = stages.promote_model(foley.load(), evaluation_metrics.location)
+        if not result.metadata["promoted"]:
+            context.log.warning(result.metadata["reasons"])
+        return stage_output(context, result, evaluation_metrics=evaluation_metrics)
+
+    @asset(**common, ins=ins("promoted_pipeline", "evaluation_metrics"), group_name="evaluation",
+           code_version=version(["foley_core.run_outputs", "foley_core.report"], ["classes"]),
+           description="outputs/<run-id>/: the report to listen to (clips, spectrograms, metrics, lineage), the "
+                       "DCASE clips and metrics; outputs/latest points at the newest.")
+    def foley_report(context: AssetExecutionContext, foley: FoleyProfile, promoted_pipeline: Artifact,
+                     evaluation_metrics: Artifact):
+        return stage_output(context, stages.write_report(foley.load(), context.run_id),
+                            promoted_pipeline=promoted_pipeline, evaluation_metrics=evaluation_metrics)
+
+    assets = [raw_foley_data, foley_dataset, clap_model, clap_embeddings, pretrained_ldm, finetuned_adapter,
+              generated_candidates, selected_outputs, evaluation_metrics, promoted_pipeline, foley_report]
+    return assets, [dcase_export_valid, no_quality_regression]
