@@ -48,7 +48,7 @@ test: install
 	$(VENV)/bin/python -m pytest -q
 
 ui: install
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -m orchestration.definitions
+	FOLEY_PROFILE=$(PROFILE) $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -m orchestration.definitions
 
 bench: install
 	$(VENV)/bin/python benchmarks/bench_ingest.py

@@ -186,7 +186,7 @@ def generate_candidates(profile: Profile, label: str) -> StageResult:
     records = {}
     for variant in VARIANTS:
         gen = generate_selected(assemble_pipeline(profile, variant), profile, label,
-                                profile.generation.clips_per_class)
+                                profile.generation.clips_per_class, stage=f"generate {label} ({variant})")
         records[variant] = save_class_generation(gen, where.generation(variant, label))
     folder = where.generation("adapter", label)
     return StageResult(content_version(folder, "*.wav"), folder, {

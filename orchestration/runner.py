@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from dagster import AssetKey, AssetsDefinition, DagsterInstance, DagsterRunStatus, RunsFilter, materialize
+from dagster import AssetKey, AssetsDefinition, DagsterInstance, DagsterRunStatus, RunsFilter, get_dagster_logger, materialize
 
 from foley_core.config import PROJECT_ROOT, Profile, load_profile
 from foley_core.fsutil import LockHeld, describe_holder, exclusive_lock, process_alive
 from foley_core.generation.pipeline import accepted_metrics
 from foley_core.layout import layout
+from foley_core.progress import attach_terminal, warnings_to_log
 from foley_core.records import Artifact, input_versions, read_record
 from foley_core.run_outputs import terminal_summary
 from orchestration.automation import FOLEY_RUN_TAG
@@ -157,29 +158,32 @@ def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str
     by_key = {a.key: a for a in assets}
     resources = dict(defs.resources)
     outcome = PipelineRun()
-    for group, partitions_def in _groups(assets):
-        for partition in partitions_def.get_partition_keys() if partitions_def else [None]:
-            # freshness is judged afresh after each run: upstream versions may just have changed
-            todo = [a for a in group if force or a.key.path[-1] == "raw_foley_data"
-                    or not is_fresh(profile, a, partition, by_key)]
-            label = ", ".join(a.key.path[-1] for a in group) + (f" [{partition}]" if partition else "")
-            if not todo:
-                outcome.skipped.append(label)
-                echo(f"  {label:<58} fresh, skipped")
-                continue
-            started = time.perf_counter()
-            result = materialize(everything, instance=instance, resources=resources, selection=[a.key for a in todo],
-                                 partition_key=partition, tags={"foley/profile": profile_name, **_owner_tags()},
-                                 run_config=QUIET_CONSOLE, raise_on_error=False)
-            outcome.run_ids.append(result.run_id)
-            failed = [f"{e.asset_key.path[-1]}:{e.check_name}"
-                      for e in result.get_asset_check_evaluations() if not e.passed]
-            outcome.failed_checks += failed
-            if not result.success and not failed:
-                raise RuntimeError(f"{label} failed; see run {result.run_id} in `make ui` (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-            outcome.materialised.append(label)
-            note = f"  checks failed: {', '.join(failed)}" if failed else ""
-            echo(f"  {label:<58} {time.perf_counter() - started:7.1f}s  run {result.run_id[:8]}{note}")
+    # Progress goes to the real terminal (Dagster captures the assets' stdout/stderr);
+    # library warnings go to the run's event log instead of the terminal.
+    with attach_terminal(), warnings_to_log(get_dagster_logger("warnings")):
+        for group, partitions_def in _groups(assets):
+            for partition in partitions_def.get_partition_keys() if partitions_def else [None]:
+                # freshness is judged afresh after each run: upstream versions may just have changed
+                todo = [a for a in group if force or a.key.path[-1] == "raw_foley_data"
+                        or not is_fresh(profile, a, partition, by_key)]
+                label = ", ".join(a.key.path[-1] for a in group) + (f" [{partition}]" if partition else "")
+                if not todo:
+                    outcome.skipped.append(label)
+                    echo(f"  {label:<58} fresh, skipped")
+                    continue
+                started = time.perf_counter()
+                result = materialize(everything, instance=instance, resources=resources, selection=[a.key for a in todo],
+                                     partition_key=partition, tags={"foley/profile": profile_name, **_owner_tags()},
+                                     run_config=QUIET_CONSOLE, raise_on_error=False)
+                outcome.run_ids.append(result.run_id)
+                failed = [f"{e.asset_key.path[-1]}:{e.check_name}"
+                          for e in result.get_asset_check_evaluations() if not e.passed]
+                outcome.failed_checks += failed
+                if not result.success and not failed:
+                    raise RuntimeError(f"{label} failed; see run {result.run_id} in `make ui` (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+                outcome.materialised.append(label)
+                note = f"  checks failed: {', '.join(failed)}" if failed else ""
+                echo(f"  {label:<58} {time.perf_counter() - started:7.1f}s  run {result.run_id[:8]}{note}")
     report = read_record(layout(profile).record("foley_report"))
     if report is not None:
         outcome.output_dir = report.location

@@ -31,6 +31,7 @@ from foley_core.clap.evaluate import evaluate_clap, read_clips
 from foley_core.clap.towers import SmallClap, TowerConfig
 from foley_core.config import Profile
 from foley_core.data.versioning import file_hash
+from foley_core.progress import TerminalProgress
 from foley_core.resume import Draw, RngState, SeededDataModule, resume_checkpoint, sample_rng
 
 CHECKPOINTS = "checkpoints"
@@ -190,7 +191,7 @@ def _trainer(profile: Profile, out_dir: Path, callbacks: Sequence[Callback] = ()
     return pl.Trainer(
         max_steps=profile.clap.steps, accelerator=settings.accelerator, devices=settings.devices,
         strategy=settings.strategy, num_nodes=settings.num_nodes, precision=settings.precision,
-        callbacks=[RngState(), checkpoint, *callbacks], logger=_logger(profile, out_dir), log_every_n_steps=10,
+        callbacks=[RngState(), checkpoint, *callbacks, TerminalProgress("clap")], logger=_logger(profile, out_dir), log_every_n_steps=10,
         enable_progress_bar=False, enable_model_summary=False, deterministic=False, default_root_dir=str(out_dir),
         use_distributed_sampler=False,  # SeededBatches shards by rank itself
     )

@@ -18,6 +18,7 @@ import numpy as np
 from foley_core.config import Profile
 from foley_core.generation.pipeline import FoleyPipeline
 from foley_core.generation.selection import SlotSelection, SlotSelector
+from foley_core.progress import ProgressReporter
 
 MULTI_TARGET_START_FLOOR = 0.5  # official code starts high and relaxes by 0.05 every 3 failures
 MAX_BATCH_ROWS = 32  # candidates per UNet batch: bounds memory, keeps batching's speed-up
@@ -53,7 +54,10 @@ class ClassGeneration:
 
 
 def generate_class(pipeline: FoleyPipeline, profile: Profile, class_name: str, n_clips: int, *,
-                   targets: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None) -> ClassGeneration:
+                   targets: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None,
+                   stage: str | None = None) -> ClassGeneration:
+    """``n_clips`` selected clips of ``class_name``; live progress in the terminal (``stage`` names
+    it, default "generate <class>"; see foley_core.progress) and ``progress(done, total)`` per clip."""
     cfg = profile.class_config(class_name)
     prompt = cfg.prompts[0]
     multi_target = targets is not None and cfg.clap_floor is None
@@ -64,23 +68,33 @@ def generate_class(pipeline: FoleyPipeline, profile: Profile, class_name: str, n
     first = np.zeros((n_clips, profile.audio.clip_samples), dtype=np.float32)
     chunk = max(1, MAX_BATCH_ROWS // cfg.candidates)
     done = 0
-    for attempt in range(profile.generation.max_regenerations + 1):
-        pending = [s for s in range(n_clips) if not selectors[s].done]
-        if not pending:
-            break
-        for start in range(0, len(pending), chunk):
-            slots = pending[start : start + chunk]
-            out = pipeline([prompt] * len(slots), n_candidates=cfg.candidates, guidance_scale=cfg.guidance,
-                           seeds=[seeds[s] for s in slots], attempt=attempt,
-                           targets=targets[slots] if multi_target else None)
-            for row, slot in enumerate(slots):
-                kept[(slot, attempt)] = out.candidates[row]
-                if attempt == 0:
-                    first[slot] = out.candidates[row, 0]
-                if selectors[slot].offer(out.scores[row]):
-                    done += 1
-                    if progress:
-                        progress(done, n_clips)
+    reporter = ProgressReporter(stage or f"generate {class_name}", n_clips, unit="clips")
+    reporter.update(0)
+    try:
+        for attempt in range(profile.generation.max_regenerations + 1):
+            pending = [s for s in range(n_clips) if not selectors[s].done]
+            if not pending:
+                break
+            for start in range(0, len(pending), chunk):
+                slots = pending[start : start + chunk]
+                out = pipeline([prompt] * len(slots), n_candidates=cfg.candidates, guidance_scale=cfg.guidance,
+                               seeds=[seeds[s] for s in slots], attempt=attempt,
+                               targets=targets[slots] if multi_target else None)
+                reporter.update(done)  # refreshes elapsed / ETA even when no slot finished
+                for row, slot in enumerate(slots):
+                    kept[(slot, attempt)] = out.candidates[row]
+                    if attempt == 0:
+                        first[slot] = out.candidates[row, 0]
+                    if selectors[slot].offer(out.scores[row]):
+                        done += 1
+                        reporter.update(done)
+                        if progress:
+                            progress(done, n_clips)
+    except BaseException:
+        reporter.close()
+        raise
     selections = [selector.result() for selector in selectors]
     selected = np.stack([kept[(slot, s.attempt)][s.index] for slot, s in enumerate(selections)])
+    reporter.finish(note=f"{sum(s.accepted for s in selections)} accepted, "
+                         f"{sum(len(s.scores) - 1 for s in selections)} regenerations")
     return ClassGeneration(class_name, prompt, pipeline.sample_rate, selected, first, selections, seeds)

@@ -47,7 +47,7 @@ def class_targets(pipeline: FoleyPipeline, profile: Profile, label: str, n_clips
 
 
 def generate_selected(pipeline: FoleyPipeline, profile: Profile, label: str, n_clips: int,
-                      progress: Callable[[int, int], None] | None = None) -> ClassGeneration:
+                      progress: Callable[[int, int], None] | None = None, stage: str | None = None) -> ClassGeneration:
     """``n_clips`` selected clips of a class, with the profile's per-class selection settings."""
     targets = class_targets(pipeline, profile, label, n_clips)
-    return generate_class(pipeline, profile, label, n_clips, targets=targets, progress=progress)
+    return generate_class(pipeline, profile, label, n_clips, targets=targets, progress=progress, stage=stage)
