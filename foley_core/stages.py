@@ -36,6 +36,13 @@ def content_version(folder: Path, pattern: str = "*.safetensors") -> str:
     return folder_hash(folder, pattern)[:16]
 
 
+def ldm_version(folder: Path) -> str:
+    """The LDM's version: recorded at import (no re-hash of a GB of weights), else its content hash."""
+    from foley_core.ldm.importing import recorded_version
+
+    return recorded_version(folder) or content_version(folder)
+
+
 def png_markdown(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
@@ -125,9 +132,16 @@ def build_ldm(profile: Profile) -> StageResult:
     from foley_core.clap import load_clap
     from foley_core.clap.cache import cached_audio_embeddings
     from foley_core.data.ingest import load_manifest
+    from foley_core.ldm.importing import import_audioldm, imports_pretrained_as_is
     from foley_core.ldm.training import train_ldm
 
     where = layout(profile)
+    if imports_pretrained_as_is(profile):  # an AudioLDM folder used as it is: validate and version, no corpus
+        metrics = import_audioldm(profile, where.ldm)
+        return StageResult(metrics["version"], where.ldm, {
+            "imported_from": metrics["source"], "content_hash": metrics["content_hash"],
+            "parameters": metrics["parameters"], "latent_scale": metrics["latent_scale"],
+            "converted_from_bin": metrics["converted_from_bin"]})
     manifest = load_manifest(where.dataset)
     clap_version = load_clap(profile).version
     metrics = train_ldm(profile, manifest, cached_audio_embeddings(profile, clap_version, manifest), where.ldm)
@@ -154,7 +168,7 @@ def finetune_adapters(profile: Profile) -> StageResult:
     where = layout(profile)
     encoder = load_clap(profile)
     manifest = load_manifest(where.dataset, profile.class_names)
-    base = content_version(where.ldm)
+    base = ldm_version(where.ldm)
     embed = cached_text_embedder(profile, encoder)
     runs = {variant: finetune_adapter(profile, manifest, embed, where.ldm, where.finetune(variant),
                                       train_adapter=variant == "adapter", base_version=base,
@@ -172,7 +186,7 @@ def finetune_adapters(profile: Profile) -> StageResult:
 def model_version(profile: Profile) -> str:
     """The trained model's version: the adapter folder's content and the LDM folder's."""
     where = layout(profile)
-    return content_version(where.finetune()) + "-" + content_version(where.ldm)
+    return content_version(where.finetune()) + "-" + ldm_version(where.ldm)
 
 
 # ---------------------------------------------------------------- generation

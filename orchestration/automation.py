@@ -84,12 +84,12 @@ def data_change_request(profile: Profile) -> RunRequest | SkipReason:
     if holder is not None:
         return SkipReason(f"a foley run is using {where.root} ({holder}): "
                           "its own data.dvc rewrite is not new data")
-    current = recorded_data_version(profile)
-    if current is None:
-        return SkipReason("data.dvc does not exist yet")
     snapshot = read_record(where.record("raw_foley_data"))
     if snapshot is None:
         return SkipReason("no data snapshot yet: run `foley run` or materialise raw_foley_data")
+    current = recorded_data_version(profile)
+    if current is None:
+        return SkipReason("no data recorded (data.dvc or the source folders) to compare with")
     if snapshot.version == current:
         return SkipReason(f"this profile's data unchanged ({current})")
     return RunRequest(run_key=f"data-{current}", tags={"foley/trigger": f"data.dvc:{current}"})

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 
 from foley_core.clap import load_clap
-from foley_core.clap.laion import LaionClapEncoder, build_laion_clap, load_tokenizer
+from foley_core.clap.laion import LaionClapEncoder, build_laion_clap, load_tokenizer, read_laion_state_dict
 from foley_core.config import load_profile
 
 
@@ -24,6 +25,17 @@ def _byte_level_alphabet() -> list[str]:
             chars.append(chr(256 + extra))
             extra += 1
     return chars
+
+
+def _released_layout(state: dict) -> dict:
+    """A checkpoint dict shaped like the released ones: DDP ``module.`` keys, with the bookkeeping
+    entries as numpy scalars (numpy.int64 epoch, numpy.float64 / float32 metrics and hyper-parameters)."""
+    return {
+        "epoch": np.int64(45), "name": "tiny", "state_dict": state,
+        "optimizer": {"state": {}, "param_groups": [{"lr": np.float64(1e-4), "betas": (0.9, 0.99), "eps": 1e-8,
+                                                     "weight_decay": np.float32(0.0), "params": [0, 1]}]},
+        "metrics": {"val_mAP": np.float64(0.41), "best_epoch": np.int32(44), "improved": np.bool_(True)},
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +64,7 @@ def tiny_laion(tmp_path_factory):
     state = {f"module.{k}": v for k, v in model.state_dict().items()}
     state["module.text_branch.embeddings.position_ids"] = torch.arange(80).unsqueeze(0)  # as old transformers saved it
     checkpoint = root / "630k-audioset-best.pt"
-    torch.save({"epoch": 45, "name": "tiny", "state_dict": state, "optimizer": {"state": {}, "param_groups": []}}, checkpoint)
+    torch.save(_released_layout(state), checkpoint)
     profile = load_profile("paper", {
         "paths": {"artifacts_dir": str(root / "artifacts")},
         "clap": {"checkpoint": str(checkpoint), "tokenizer_path": str(tokenizer_dir)},
@@ -108,3 +120,64 @@ def test_unsafe_checkpoint_needs_trust(tmp_path):
     profile = load_profile("paper", {"paths": {"artifacts_dir": str(tmp_path)}, "clap": {"checkpoint": str(path)}})
     with pytest.raises(RuntimeError, match="trust_checkpoint"):
         load_clap(profile)
+
+
+class _RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _tiny_state() -> dict:
+    return {"module.audio_projection.0.weight": torch.randn(4, 4), "module.logit_scale_a": torch.tensor(1.0)}
+
+
+def test_numpy_scalars_load_with_weights_only(tmp_path):
+    path = tmp_path / "630k-audioset-best.pt"
+    state = _tiny_state()
+    torch.save(_released_layout(state), path)
+    before = set(torch.serialization.get_safe_globals())
+    with pytest.raises(Exception, match="numpy"):  # what plain weights_only=True says about these files
+        torch.load(path, weights_only=True)
+    loaded = read_laion_state_dict(path)  # no trust needed
+    assert loaded.keys() == {"audio_projection.0.weight", "logit_scale_a"}
+    assert torch.equal(loaded["audio_projection.0.weight"], state["module.audio_projection.0.weight"])
+    assert set(torch.serialization.get_safe_globals()) == before  # the allow-list is scoped to the read
+
+
+def test_arbitrary_objects_are_still_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    before = set(torch.serialization.get_safe_globals())
+    torch.save({**_released_layout(_tiny_state()), "hook": _RunsACommand(marker)}, evil)
+    with pytest.raises(RuntimeError, match=r"(?s)globals outside the allow-list: .*system.*trust_checkpoint"):
+        read_laion_state_dict(evil)
+    assert not marker.exists()  # refused before anything ran
+    arrays = tmp_path / "arrays.pt"  # numpy arrays are not on the list either: only numeric scalars are
+    torch.save({"state_dict": _tiny_state(), "history": np.arange(3.0)}, arrays)
+    with pytest.raises(RuntimeError, match="trust_checkpoint"):
+        read_laion_state_dict(arrays)
+    odd = tmp_path / "odd.pt"
+    torch.save({"state_dict": _tiny_state(), "args": _NotATensor()}, odd)
+    with pytest.raises(RuntimeError, match="_NotATensor"):
+        read_laion_state_dict(odd)
+    assert set(torch.serialization.get_safe_globals()) == before
+
+
+def test_numpy2_written_scalars_load_too(tmp_path):
+    """numpy 2 pickles the scalar constructor as ``numpy._core.multiarray.scalar``: same allow-list entry."""
+    import zipfile
+
+    numpy1 = tmp_path / "numpy1.pt"
+    torch.save(_released_layout(_tiny_state()), numpy1)
+    numpy2 = tmp_path / "numpy2.pt"
+    with zipfile.ZipFile(numpy1) as source, zipfile.ZipFile(numpy2, "w", zipfile.ZIP_STORED) as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("data.pkl"):
+                assert b"numpy.core.multiarray\nscalar" in data
+                data = data.replace(b"numpy.core.multiarray\nscalar", b"numpy._core.multiarray\nscalar")
+            target.writestr(info.filename, data)
+    assert read_laion_state_dict(numpy2).keys() == {"audio_projection.0.weight", "logit_scale_a"}

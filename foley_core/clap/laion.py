@@ -34,15 +34,68 @@ HUB_REPO = "lukewys/laion_clap"
 TOKENIZER_MAX_LENGTH = 77  # laion's hook.py tokenizes to 77 tokens
 
 
-def read_laion_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
-    """The model weights of an official checkpoint, without the DDP ``module.`` prefix."""
+def numpy_scalar_globals() -> list:
+    """What ``torch.load(weights_only=True)`` must additionally accept to read numpy *scalars*
+    (a checkpoint's ``epoch`` / metric entries saved as ``numpy.int64`` / ``numpy.float64``).
+
+    A pickled numpy scalar is ``numpy.core.multiarray.scalar(numpy.dtype('f8'), raw bytes)`` plus a
+    BUILD of the dtype's state, so torch needs: the ``scalar`` function (under both the numpy 1 and
+    numpy 2 module names, whichever numpy wrote the file), ``numpy.dtype``, and the dtype class of
+    each plain numeric type (``numpy.dtypes.Float64DType``, ...), as torch's weights_only notes
+    advise. Nothing else: no arrays (``ndarray`` / ``_reconstruct``), no object, string, void
+    (structured) or datetime dtypes, so a numpy scalar can only ever be a number made of bytes.
+    """
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        from numpy._core.multiarray import scalar  # numpy >= 2; numpy 1.26 ships this name as a shim
+    except ImportError:  # pragma: no cover - numpy < 1.26
+        from numpy.core.multiarray import scalar
+    numeric = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+               np.float16, np.float32, np.float64)  # fmt: skip
+    return [
+        (scalar, "numpy.core.multiarray.scalar"),  # name numpy 1 pickles it under
+        (scalar, "numpy._core.multiarray.scalar"),  # name numpy 2 pickles it under
+        np.dtype,
+        *sorted({type(np.dtype(t)) for t in numeric}, key=lambda c: c.__name__),
+    ]
+
+
+def _numpy_scalars_allowed():
+    """``safe_globals`` for the entries not already allowed, so leaving it never removes a caller's own."""
+    present = set(torch.serialization.get_safe_globals())
+    return torch.serialization.safe_globals([g for g in numpy_scalar_globals() if g not in present])
+
+
+def load_weights_only(path: Path):
+    """``torch.load(path, weights_only=True)`` that also reads numpy scalars (``numpy_scalar_globals``)."""
+    with _numpy_scalars_allowed():
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _unsafe_globals(path: Path) -> str:
+    """The pickle globals of ``path`` that even the numpy-scalar allow-list does not accept (for messages)."""
+    try:
+        with _numpy_scalars_allowed():
+            return ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "none found statically"
+    except Exception:  # noqa: BLE001 - only for the message (e.g. a legacy, non-zip torch.save file)
+        return "unknown"
+
+
+def read_laion_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
+    """The model weights of an official checkpoint, without the DDP ``module.`` prefix.
+
+    Read with ``torch.load(weights_only=True)`` plus an allow-list of exactly numpy's numeric
+    scalars (the released files keep e.g. ``epoch`` and metrics as numpy scalars). Anything else
+    (a class, a reduce to ``os.system``, numpy arrays) is refused with the offending globals
+    named, unless ``clap.trust_checkpoint: true`` (an explicit, documented opt-in to unpickling)."""
+    try:
+        checkpoint = load_weights_only(path)
     except pickle.UnpicklingError as exc:
         if not trust_checkpoint:
+            unsafe = _unsafe_globals(path)
             raise RuntimeError(
-                f"{path} holds objects other than tensors and plain values, so it cannot be read with "
-                f"torch.load(weights_only=True) ({exc}). If you trust the file, set clap.trust_checkpoint: true."
+                f"{path} holds objects other than tensors, plain values and numpy numeric scalars, so it cannot be "
+                f"read with torch.load(weights_only=True) (globals outside the allow-list: {unsafe}). Nothing in it "
+                f"was executed. If you trust the file, set clap.trust_checkpoint: true. ({exc})"
             ) from exc
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from foley_core.config import PROJECT_ROOT, CaptionedCsvSource, Profile
 from foley_core.data.sources import Discovery, discover_all
-from foley_core.data.versioning import DvcError, dvc_file_for, folder_hash, read_dvc_hash, track
+from foley_core.data.versioning import DvcError, dvc_file_for, dvc_subtree_version, folder_hash, read_dvc_hash, track
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +48,35 @@ def dvc_tracks_data_dir(profile: Profile) -> bool:
 def snapshot_raw_data(profile: Profile) -> RawDataSnapshot:
     """Create missing synthetic sources, scan every source, and version the raw data."""
     discovery = discover_all(profile, create_synthetic=True)
-    warnings: list[str] = []
+    warnings: list[str] = list(discovery.warnings)  # e.g. a skipped optional captions.csv (already logged)
     if dvc_tracks_data_dir(profile):
         data_dir = profile.resolve(profile.paths.data_dir)
         if profile.dvc.auto_track:
             try:
-                return RawDataSnapshot(track(data_dir, remote=profile.dvc.remote), "dvc", discovery)
+                whole = track(data_dir, remote=profile.dvc.remote)
+                return RawDataSnapshot(_profile_version(profile, data_dir, whole), "dvc", discovery, warnings)
             except DvcError as exc:
                 warnings.append(f"DVC tracking failed, falling back to data.dvc / content hash: {exc}")
                 log.warning(warnings[-1])
         recorded = read_dvc_hash(dvc_file_for(data_dir))
         if recorded:
-            return RawDataSnapshot(recorded, "dvc", discovery, warnings)
+            return RawDataSnapshot(_profile_version(profile, data_dir, recorded), "dvc", discovery, warnings)
     digest = "-".join(folder_hash(root)[:12] for root in _source_roots(profile) if root.exists())
     return RawDataSnapshot(digest or "empty", "content-hash", discovery, warnings)
+
+
+def _profile_version(profile: Profile, data_dir: Path, whole: str) -> str:
+    """The DVC version of this profile's sources only (another profile's corpus in data/ does
+    not move it); the whole folder's hash when DVC's manifest is not in the local cache."""
+    return dvc_subtree_version(data_dir, _source_roots(profile)) or whole
+
+
+def recorded_data_version(profile: Profile) -> str | None:
+    """The version ``snapshot_raw_data`` would give now, from what ``data.dvc`` records (nothing
+    is re-hashed or added to DVC): what the data sensor compares with the last snapshot."""
+    if dvc_tracks_data_dir(profile):
+        data_dir = profile.resolve(profile.paths.data_dir)
+        whole = read_dvc_hash(dvc_file_for(data_dir))
+        return _profile_version(profile, data_dir, whole) if whole else None
+    roots = [root for root in _source_roots(profile) if root.exists()]
+    return "-".join(folder_hash(root)[:12] for root in roots) or None

@@ -10,10 +10,17 @@ resolved: a ``../`` or absolute path in a CSV, or a symlink pointing out of the 
 rejected as ``outside_source_root`` and never read; a symlink that stays inside is fine.
 ``rglob`` does not descend into symlinked sub-folders (Python <= 3.13 default), so only a
 symlinked class folder itself can lead elsewhere, and it is rejected without being walked.
+
+A profile's ``captioned_csv`` sources are optional extras (e.g. the paper profile's
+pre-training captions): ``discover_all`` skips one whose CSV does not exist with a warning
+(``Discovery.warnings``, also logged) instead of failing. A missing folder or synthetic
+source is still an error, and so is a profile none of whose sources exists. A source named
+explicitly (``discover_source``, the CLI's SOURCE argument) must exist.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +31,7 @@ from foley_core.config import CaptionedCsvSource, FolderSource, Profile, Synthet
 
 UNLABELLED = "_unlabelled"  # captioned clips without a class: pre-training only
 CAPTIONS_FILE = "captions.csv"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,11 +55,13 @@ class Discovery:
     files: list[SourceFile] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # non-audio files (licences, notes)
+    warnings: list[str] = field(default_factory=list)  # e.g. an optional captioned CSV that does not exist
 
     def extend(self, other: "Discovery") -> None:
         self.files += other.files
         self.rejected += other.rejected
         self.ignored += other.ignored
+        self.warnings += other.warnings
 
 
 def default_caption(profile: Profile, label: str) -> str:
@@ -187,9 +197,26 @@ def source_root(source, profile: Profile) -> Path:
 
 
 def discover_all(profile: Profile, *, create_synthetic: bool = True) -> Discovery:
+    """Every configured source. A ``captioned_csv`` whose CSV does not exist is skipped with a
+    warning (optional captions); when no configured source can be read at all, that is an error."""
     found = Discovery()
+    skipped = []
     for source in profile.data.sources:
+        csv_path = profile.resolve(source.path)
+        if isinstance(source, CaptionedCsvSource) and not csv_path.is_file():
+            skipped.append(str(csv_path))
+            found.warnings.append(
+                f"optional captioned corpus {csv_path} does not exist: source captioned_csv:{source.path} skipped "
+                "(its clips are not in this data version)"
+            )
+            log.warning(found.warnings[-1])
+            continue
         found.extend(discover_source(source, profile, create_synthetic=create_synthetic))
+    if len(skipped) == len(profile.data.sources):
+        raise FileNotFoundError(
+            f"profile {profile.name!r} has no usable data source: none of {', '.join(skipped)} exists "
+            "(add a folder, synthetic or existing captioned_csv source under data.sources)"
+        )
     return found
 
 

@@ -93,7 +93,8 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
 
     @asset(**common, ins=ins("clap_model", "clap_embeddings"), group_name="models", pool=COMPUTE,
            code_version=version(["foley_core.ldm.training", "foley_core.ldm.modules", "foley_core.ldm.models",
-                                 "foley_core.ldm.mel", "foley_core.ldm.components"], ["ldm", "audio", "seed", "trainer"]),
+                                 "foley_core.ldm.mel", "foley_core.ldm.components", "foley_core.ldm.importing"],
+                                ["ldm", "audio", "seed", "trainer"]),
            description="VAE + UNet + vocoder pre-trained on every clip (the UNet conditioned on its CLAP audio "
                        "embedding), or imported from an AudioLDM folder.")
     def pretrained_ldm(context: AssetExecutionContext, foley: FoleyProfile, clap_model: Artifact,
