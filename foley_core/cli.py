@@ -12,6 +12,7 @@ import click
 
 import foley_core  # noqa: F401  (offline defaults)
 from foley_core.config import ConfigError, load_profile
+from foley_core.layout import layout
 
 PROFILE_OPTION = click.option("--profile", "-p", default="cpu", show_default=True, help="configs/<name>.yaml or a path")
 
@@ -70,10 +71,10 @@ def data_ingest(source: Path | None, profile: str, out: Path | None) -> None:
     try:
         if source is None:
             sources = list(prof.data.sources)
-            out = out or prof.artifact_dir("dataset")
+            out = out or layout(prof).dataset
         else:
             sources = [source_from_path(source)]
-            out = out or prof.artifact_dir("ingest", source.resolve().name)
+            out = out or layout(prof).ingest(source.resolve().name)
         check_output_folder(out, sources, prof)  # before scanning: --out SRC would replace the recordings
         found = discover_all(prof) if source is None else discover_source(sources[0], prof)
     except (FileNotFoundError, ValueError) as exc:
@@ -135,31 +136,30 @@ def finetune(source: Path | None, profile: str) -> None:
     diffusion loss with the adapter and at identity."""
     import json
 
-    from foley_core.clap import load_clap
     from foley_core.data.ingest import ingest, load_manifest
     from foley_core.data.sources import discover_source, source_from_path
     from foley_core.generation.finetune import finetune_adapter
+    from foley_core.stages import conditioning_text_embedder
 
     prof = _load(profile)
     try:
-        encoder = load_clap(prof)
         if source is None:
-            name, manifest = "dataset", load_manifest(prof.artifact_dir("dataset"), prof.class_names)
+            name, manifest = "dataset", load_manifest(layout(prof).dataset, prof.class_names)
         else:
             name = source.resolve().name
             found = discover_source(source_from_path(source), prof)
-            result = ingest(found.files, found.rejected, prof.artifact_dir("ingest", name), prof)
+            result = ingest(found.files, found.rejected, layout(prof).ingest(name), prof)
             click.echo(f"ingested {len(result.clips)} clips from {source} ({len(result.quarantined)} quarantined)")
-            manifest = load_manifest(prof.artifact_dir("ingest", name))
+            manifest = load_manifest(layout(prof).ingest(name))
             manifest = manifest[manifest["class"].isin(prof.class_names)]
-        metrics = finetune_adapter(prof, manifest, lambda texts: encoder.encode_text(texts).numpy(),
-                                   prof.artifact_dir("ldm"), prof.artifact_dir("finetune-" + name, "adapter"),
-                                   clap_version=encoder.version)
+        embed, conditioner_version = conditioning_text_embedder(prof)  # the encoder the UNet was trained with
+        metrics = finetune_adapter(prof, manifest, embed, layout(prof).ldm, layout(prof).finetune_source(name),
+                                   clap_version=conditioner_version)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc)) from None
     keys = ("trained", "steps", "loss_first", "loss_final", "val_loss", "val_loss_identity", "train_pairs")
     click.echo(json.dumps({k: metrics.get(k) for k in keys}, indent=2))
-    click.echo(f"adapter: {prof.artifact_dir('finetune-' + name, 'adapter')}")
+    click.echo(f"adapter: {layout(prof).finetune_source(name)}")
 
 
 @main.command("evaluate")
@@ -213,12 +213,14 @@ def validate_dcase_command(directory: Path, clips_per_class: int) -> None:
 
 
 def _pipeline(profile, model: Path | None):
-    from foley_core.generation.pipeline import FoleyPipeline, latest_pipeline_dir
+    """The pipeline in ``model`` (a saved pipeline or a plain diffusers AudioLDM folder; default: the
+    profile's latest accepted model), on the profile's ``generation.device`` and ``precision``."""
+    from foley_core.generation.pipeline import FoleyPipeline, latest_pipeline_dir, place
 
     try:
         folder = (model or latest_pipeline_dir(profile)).resolve()
-        return FoleyPipeline.from_pretrained(folder, profile), folder
-    except (FileNotFoundError, ValueError) as exc:
+        return place(FoleyPipeline.from_pretrained(folder, profile), profile.generation), folder
+    except (OSError, ValueError) as exc:  # OSError: transformers' "can't load" for a broken model folder
         raise UserError(str(exc)) from None
 
 
@@ -241,18 +243,41 @@ def _check_writable(path: Path) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps", type=int, help="sampler steps (default: the model's)")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("out.wav"), show_default=True)
-@click.option("--model", type=click.Path(path_type=Path), help="a pipeline folder (default: the profile's latest accepted model)")
+@click.option("--model", type=click.Path(path_type=Path),
+              help="a pipeline folder, or a diffusers AudioLDM folder such as cvssp/audioldm-s-full-v2 "
+                   "(default: the profile's latest accepted model)")
+@click.option("--device", help="auto | cpu | cuda | cuda:N | mps (default: the profile's generation.device)")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
+              help="the UNet's dtype while sampling (default: the profile's generation.precision)")
 @PROFILE_OPTION
 def generate(prompt: str, class_name: str | None, n_candidates: int | None, guidance: float | None, seconds: float | None,
-             seed: int, steps: int | None, output: Path, model: Path | None, profile: str) -> None:  # noqa: PLR0913
-    """Generate a sound for PROMPT and write it as a 22,050 Hz 16-bit wav."""
+             seed: int, steps: int | None, output: Path, model: Path | None, device: str | None, precision: str | None,
+             profile: str) -> None:  # noqa: PLR0913
+    """Generate a sound for PROMPT and write it as a 22,050 Hz 16-bit wav.
+
+    With --model pointing at a plain AudioLDM folder the folder's own text encoder conditions and
+    its scheduler samples, so one candidate is the clip diffusers' AudioLDMPipeline makes for the
+    same prompt, seed, steps, guidance and length (before the 22,050 Hz export); nothing else is
+    needed. Several candidates are scored with the profile's CLAP."""
     import math
 
+    import numpy as np
+    from pydantic import ValidationError
+
+    from foley_core.config import GenerationConfig
     from foley_core.export import write_dcase_clip
+    from foley_core.generation.pipeline import ScoringUnavailable, resolve_device
 
     min_seconds = 0.1  # a clip must hold some sound (2,205 samples at 22,050 Hz), not an empty wav
 
     prof = _load(profile)
+    overrides = {k: v for k, v in (("device", device), ("precision", precision)) if v is not None}
+    if overrides:
+        try:
+            settings = GenerationConfig.model_validate({**prof.generation.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise UserError(f"--{exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+        prof = prof.model_copy(update={"generation": settings})
     if class_name is not None:
         if class_name not in prof.class_names:
             raise UserError(f"unknown class {class_name!r}; choose one of {', '.join(prof.class_names)}")
@@ -279,10 +304,17 @@ def generate(prompt: str, class_name: str | None, n_candidates: int | None, guid
     if output.is_dir():
         raise UserError(f"cannot write {output}: it is a folder; give a file name such as {output / 'out.wav'}")
     _check_writable(output)
+    try:
+        resolve_device(prof.generation.device)  # "cuda" on a machine without one: say so before loading
+    except ValueError as exc:
+        raise UserError(f"{exc}; or pass --device cpu") from None
     pipeline, folder = _pipeline(prof, model)
     click.echo(f"generating {n_candidates} candidate(s) for {prompt!r} with model {folder.name} ...", err=True)
-    result = pipeline([prompt], n_candidates=n_candidates, guidance_scale=2.5 if guidance is None else guidance,
-                      seeds=[seed], steps=steps)
+    try:
+        result = pipeline([prompt], n_candidates=n_candidates, guidance_scale=2.5 if guidance is None else guidance,
+                          seeds=[seed], steps=steps, seconds=seconds)
+    except ScoringUnavailable as exc:
+        raise UserError(f"{exc}; or use --n-candidates 1") from None
     try:  # write_dcase_clip writes atomically: on failure the old file (if any) is untouched
         write_dcase_clip(output, result.waveforms[0], result.sample_rate, out_rate=prof.audio.output_sample_rate,
                          seconds=seconds)
@@ -290,6 +322,9 @@ def generate(prompt: str, class_name: str | None, n_candidates: int | None, guid
         raise UserError(f"the model's audio for {prompt!r} is unusable ({exc}); nothing written to {output}") from None
     except OSError as exc:
         raise UserError(f"cannot write {output}: {exc}") from None
+    if np.isnan(result.scores[0]).all():  # one candidate and no CLAP: nothing to choose between
+        click.echo(f"wrote {output}: 1 candidate, not scored (no CLAP needed for one); model {folder.name}")
+        return
     scores = ", ".join(f"{s:.3f}" for s in result.scores[0])
     click.echo(f"wrote {output}: candidate {int(result.best[0])} of {n_candidates}, CLAP score "
                f"{result.scores[0, result.best[0]]:.3f} (all: {scores}); model {folder.name}")
@@ -302,10 +337,8 @@ def generate(prompt: str, class_name: str | None, n_candidates: int | None, guid
 @PROFILE_OPTION
 def export_dcase_command(out_dir: Path, clips_per_class: int, model: Path | None, profile: str) -> None:
     """Generate and write a DCASE 2023 Task 7 Track A submission: OUT_DIR/<Class>/NNN.wav."""
-    from tqdm import tqdm
-
     from foley_core.export import check_export_target, export_dcase, format_problems, validate_dcase
-    from foley_core.generation.generate import generate_class
+    from foley_core.generation import submission
 
     prof = _load(profile)
     try:  # before the model loads and minutes of generation: never write into a user's folder
@@ -313,18 +346,15 @@ def export_dcase_command(out_dir: Path, clips_per_class: int, model: Path | None
     except ValueError as exc:
         raise UserError(str(exc)) from None
     pipeline, folder = _pipeline(prof, model)
-    clips = {}
-    with tqdm(total=clips_per_class * len(prof.class_names), unit="clip", desc=f"model {folder.name}") as bar:
+    clips = {}  # each class prints its own progress line (clips, ETA) and a summary
+    click.echo(f"model {folder.name}: {clips_per_class} clips per class, {len(prof.class_names)} classes")
+    from foley_core.generation.pipeline import ScoringUnavailable
+
+    try:
         for label in prof.class_names:
-            done = [0]
-
-            def step(finished: int, total: int) -> None:
-                bar.update(finished - done[0])
-                done[0] = finished
-
-            gen = generate_class(pipeline, prof, label, clips_per_class, progress=step)
-            bar.update(clips_per_class - done[0])
-            clips[label] = list(gen.selected)
+            clips[label] = list(submission.generate_selected(pipeline, prof, label, clips_per_class).selected)
+    except ScoringUnavailable as exc:
+        raise UserError(f"{exc} (the export scores every class's candidates)") from None
     try:  # checks out_dir again (files may have appeared meanwhile), then swaps the whole export in
         export_dcase(clips, pipeline.sample_rate, out_dir, clips_per_class=clips_per_class)
     except (ValueError, OSError) as exc:

@@ -277,12 +277,26 @@ class TrainerConfig(_Strict):
 
 
 class GenerationConfig(_Strict):
-    scheduler: Literal["ddim", "dpmsolver++"] = "ddim"
+    # ddim | dpmsolver++ on the model's noise schedule, or native: the scheduler class its scheduler/ config names
+    scheduler: Literal["ddim", "dpmsolver++", "native"] = "ddim"
     steps: int = Field(25, ge=1, le=1000)
     clips_per_class: int = Field(10, ge=1)
     # Candidates scoring at or above it are near-copies of their target and rejected; null = no ceiling.
     clap_ceiling: float | None = Field(0.99, ge=-1, le=1)
     max_regenerations: int = Field(2, ge=0)
+    # Where generation and CLAP scoring run: auto (CUDA when torch sees a GPU) | cpu | cuda | cuda:N | mps.
+    device: str = "auto"
+    # The UNet's dtype while sampling (VAE, vocoder, text encoders and CLAP stay float32).
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        import re
+
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+        return device
 
 
 class EvaluationConfig(_Strict):

@@ -111,9 +111,10 @@ def embed_class(profile: Profile, label: str) -> StageResult:
     """CLAP audio embeddings of a class's clips and text embeddings of its captions and prompts."""
     from foley_core.clap import EmbeddingCache, load_clap
     from foley_core.data.ingest import load_manifest
+    from foley_core.generation.pipeline import resolve_device
 
     where = layout(profile)
-    encoder = load_clap(profile)
+    encoder = load_clap(profile).to(resolve_device(profile.generation.device))
     manifest = load_manifest(where.dataset, [label])
     cache = EmbeddingCache(where.embeddings(label), encoder.version)
     audio = cache.update_audio(encoder, manifest)
@@ -160,33 +161,52 @@ def build_ldm(profile: Profile) -> StageResult:
 
 def finetune_adapters(profile: Profile) -> StageResult:
     """The paper's d x d adapter fine-tuned on the target classes, and the identity ablation."""
-    from foley_core.clap import load_clap
-    from foley_core.clap.cache import cached_text_embedder
     from foley_core.data.ingest import load_manifest
     from foley_core.generation.finetune import finetune_adapter
 
     where = layout(profile)
-    encoder = load_clap(profile)
     manifest = load_manifest(where.dataset, profile.class_names)
     base = ldm_version(where.ldm)
-    embed = cached_text_embedder(profile, encoder)
+    embed, conditioner_version = conditioning_text_embedder(profile)
     runs = {variant: finetune_adapter(profile, manifest, embed, where.ldm, where.finetune(variant),
                                       train_adapter=variant == "adapter", base_version=base,
-                                      clap_version=encoder.version)
+                                      clap_version=conditioner_version)
             for variant in VARIANTS}
     adapter = runs["adapter"]
     return StageResult(content_version(where.finetune()), where.finetune(), {
-        "base_model_version": base, "clap_version": encoder.version,
+        "base_model_version": base, "conditioner_version": conditioner_version,
         "adapter_parameters": adapter["adapter_parameters"], "val_loss_adapter": adapter["val_loss"],
         "val_loss_identity": adapter["val_loss_identity"], "loss_first": adapter.get("loss_first"),
         "loss_final": adapter.get("loss_final"), "steps": adapter.get("steps"),
         "prompt_cosine_raw_vs_adapted": adapter["prompt_cosine_raw_vs_adapted"]})
 
 
+def conditioning_text_embedder(profile: Profile):
+    """(texts -> condition vectors, the conditioner's version): what the adapter is fine-tuned on.
+
+    The text encoder the UNet was trained with: an imported AudioLDM's own (through
+    ``load_conditioner``), else the profile's CLAP text tower, read from the embedding cache."""
+    from foley_core.clap import load_clap
+    from foley_core.clap.cache import cached_text_embedder
+    from foley_core.generation.conditioning import load_conditioner
+
+    clap = load_clap(profile)
+    conditioner = load_conditioner(profile, clap=clap)
+    if conditioner.kind == "clap":
+        return cached_text_embedder(profile, clap), clap.version
+    return (lambda texts: conditioner.encode(texts).cpu().numpy()), conditioner.version
+
+
 def model_version(profile: Profile) -> str:
-    """The trained model's version: the adapter folder's content and the LDM folder's."""
+    """The trained model's version: the adapter folder's content and the LDM folder's (and, for an
+    imported AudioLDM, its text encoder's: it lives in neither folder)."""
+    from foley_core.generation.conditioning import load_conditioner, pretrained_audioldm_source
+
     where = layout(profile)
-    return content_version(where.finetune()) + "-" + ldm_version(where.ldm)
+    version = content_version(where.finetune()) + "-" + ldm_version(where.ldm)
+    if pretrained_audioldm_source(profile) is not None:
+        version += "-" + load_conditioner(profile).version[:8]
+    return version
 
 
 # ---------------------------------------------------------------- generation

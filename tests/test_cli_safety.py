@@ -211,12 +211,12 @@ class FakePipeline:
 
 
 def test_cli_export_replaces_its_own_export_and_a_kill_keeps_the_old_one(tmp_path, profile_file, monkeypatch):
-    import foley_core.generation.generate as generate_module
+    import foley_core.generation.submission as submission
 
     fake, offset = FakePipeline(clip(0)), [0]
     monkeypatch.setattr(cli, "_pipeline", lambda prof, model: (fake, tmp_path / "model"))
-    monkeypatch.setattr(generate_module, "generate_class",
-                        lambda pipeline, prof, label, n, progress=None: SimpleNamespace(
+    monkeypatch.setattr(submission, "generate_selected",
+                        lambda pipeline, prof, label, n, progress=None, stage=None: SimpleNamespace(
                             selected=[clip(offset[0] + len(label) + i) for i in range(n)]))
     out = tmp_path / "sub"
     result = invoke("export-dcase", out, "--clips-per-class", 2, "--profile", profile_file)

@@ -61,23 +61,37 @@ def test_pipeline_round_trips_through_save_and_from_pretrained(smoke_run, tmp_pa
     assert np.array_equal(x.candidates, y.candidates)
 
 
-def test_imported_audioldm_guides_against_the_empty_prompt_and_keeps_it_on_save(smoke_run, tmp_path):
+def test_own_model_guides_against_zero_and_an_empty_prompt_mode_survives_save(smoke_run, tmp_path):
+    """Models trained here condition through the profile's CLAP and guide against a zero vector (what
+    condition dropout trained); guiding against the CLAP embedding of "" stays available and is saved.
+    (An imported AudioLDM conditions through its own text encoder: tests/test_audioldm_conditioning.py.)"""
     profile = smoke_run["profile"]
     ours = assemble_pipeline(profile, "adapter")
+    assert ours.conditioner.kind == "clap" and ours.convention == "foley"
     assert ours.unconditional == "zero" and torch.equal(ours.unconditional_embedding(), torch.zeros(ours.ldm.condition_dim))
-    audioldm_style = assemble_pipeline(profile.model_copy(update={"ldm": profile.ldm.model_copy(
-        update={"pretrained_path": "models/audioldm-s-full-v2"})}), "adapter")  # fmt: skip
-    assert audioldm_style.unconditional == "empty_prompt"
-    empty = audioldm_style.unconditional_embedding()
+    empty_prompt = FoleyPipeline(ours.clap, ours.adapter, ours.ldm, unconditional="empty_prompt")
+    assert empty_prompt.unconditional == "empty_prompt"
+    empty = empty_prompt.unconditional_embedding()
     assert empty.shape == (ours.ldm.condition_dim,) and torch.isclose(empty.norm(), torch.tensor(1.0), atol=1e-4)
     assert not torch.allclose(empty, ours.clap.encode_text(["rain"])[0])
     a = ours(["rain"], n_candidates=1, seeds=[3], guidance_scale=3.0)
-    b = audioldm_style(["rain"], n_candidates=1, seeds=[3], guidance_scale=3.0)
+    b = empty_prompt(["rain"], n_candidates=1, seeds=[3], guidance_scale=3.0)
     assert not np.allclose(a.waveforms, b.waveforms)  # the unconditional branch really changed
-    audioldm_style.save_pretrained(tmp_path / "p", clap_folder=profile.artifact_dir("clap"))
+    empty_prompt.save_pretrained(tmp_path / "p", clap_folder=profile.artifact_dir("clap"))
     assert FoleyPipeline.from_pretrained(tmp_path / "p").unconditional == "empty_prompt"
     with pytest.raises(ValueError, match="unconditional"):
         FoleyPipeline(ours.clap, ours.adapter, ours.ldm, unconditional="none")
+
+
+def test_own_model_samples_in_half_precision_from_the_profile(smoke_run):
+    """generation.precision reaches the assembled pipeline: the same code path, bf16 UNet, finite audio."""
+    profile = smoke_run["profile"]
+    half = profile.model_copy(update={"generation": profile.generation.model_copy(update={"precision": "bf16"})})
+    pipeline = assemble_pipeline(half, "adapter")
+    assert pipeline.ldm.unet.dtype == torch.bfloat16 and pipeline.device == torch.device("cpu")
+    out = pipeline(["rain", "gun shot"], n_candidates=2, seeds=[1, 2], guidance_scale=2.0)
+    assert out.candidates.shape == (2, 2, profile.audio.clip_samples) and np.isfinite(out.candidates).all()
+    assert np.isfinite(out.scores).all()
 
 
 def test_cli_generate_is_bit_identical_for_the_same_seed(smoke_run, tmp_path):

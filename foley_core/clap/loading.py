@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from foley_core.clap.encoder import ClapEncoder, TrainedClapEncoder
 from foley_core.config import Profile
+from foley_core.layout import layout
 
 
 def load_clap(profile: Profile) -> ClapEncoder:
     if profile.clap.source == "trained":
-        return TrainedClapEncoder.load(profile.artifact_dir("clap"))
+        return TrainedClapEncoder.load(layout(profile).clap)
     from foley_core.clap.laion import load_laion_clap
 
     return load_laion_clap(profile)

@@ -30,13 +30,14 @@ def class_targets(pipeline: FoleyPipeline, profile: Profile, label: str, n_clips
     from foley_core.layout import layout
 
     where = layout(profile)
-    if cached_model_version(where.embeddings(label)) != pipeline.clap.version:  # never reset another CLAP's cache
+    clap = pipeline.scoring_clap()  # ScoringUnavailable when there is no CLAP: multi-target needs one
+    if cached_model_version(where.embeddings(label)) != clap.version:  # never reset another CLAP's cache
         log.warning(f"{label}: no CLAP audio embeddings of its clips cached for this model's CLAP; "
                     "scoring against the prompt")
         return None
     try:
         rows = load_manifest(where.dataset, [label])
-        cached = EmbeddingCache(where.embeddings(label), pipeline.clap.version).audio(rows["content_hash"])
+        cached = EmbeddingCache(where.embeddings(label), clap.version).audio(rows["content_hash"])
     except (FileNotFoundError, KeyError) as exc:
         log.warning(f"{label}: no cached CLAP audio embeddings of its clips ({exc}); scoring against the prompt")
         return None

@@ -14,6 +14,7 @@ Loading never unpickles: every ``from_pretrained`` runs with ``use_safetensors=T
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,22 @@ def ldm_code_version() -> str:
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def describe_ldm(audio: AudioConfig, normalisation: MelNormalisation, vocoder: str, griffinlim_iters: int,
+                 parameter_counts: dict[str, int], **extra) -> dict:  # fmt: skip
+    """The content of ``ldm_config.json`` (what ``LdmComponents.load`` reads back); ``extra`` adds
+    keys such as ``imported_from`` (written by ``foley_core.ldm.importing``)."""
+    return {
+        "format": FORMAT,
+        "audio": audio.model_dump(mode="json"),
+        "mel_normalisation": normalisation.to_dict(),
+        "vocoder": vocoder,
+        "griffinlim_iters": griffinlim_iters,
+        "parameter_counts": parameter_counts,
+        "code_version": ldm_code_version(),
+        **extra,
+    }
 
 
 @dataclass
@@ -102,15 +119,8 @@ class LdmComponents:
         write_text_atomic(folder / LDM_CONFIG, json.dumps(self._describe(), indent=2, sort_keys=True))
 
     def _describe(self) -> dict:
-        return {
-            "format": FORMAT,
-            "audio": self.audio.model_dump(mode="json"),
-            "mel_normalisation": self.normalisation.to_dict(),
-            "vocoder": "hifigan" if self.vocoder is not None else "griffinlim",
-            "griffinlim_iters": self.griffinlim_iters,
-            "parameter_counts": self.parameter_counts(),
-            "code_version": ldm_code_version(),
-        }
+        return describe_ldm(self.audio, self.normalisation, "hifigan" if self.vocoder is not None else "griffinlim",
+                            self.griffinlim_iters, self.parameter_counts())  # fmt: skip
 
     @classmethod
     def load(cls, folder: Path) -> "LdmComponents":
@@ -136,8 +146,9 @@ class LdmComponents:
     @classmethod
     def from_audioldm(cls, path: str | Path, audio: AudioConfig | None = None) -> "LdmComponents":
         """Read a diffusers AudioLDM folder (``cvssp/audioldm-s-full-v2`` layout) from a local path,
-        or from the hub by repo id when online. ``text_encoder/`` and ``tokenizer/`` belong to the
-        CLAP stage and are not read here. AudioLDM's VAE sees the raw log-mel (identity normalisation)."""
+        or from the hub by repo id when online. ``text_encoder/`` and ``tokenizer/`` condition the UNet
+        and are read by ``foley_core.generation.conditioning.AudioLdmTextConditioner``, not here.
+        AudioLDM's VAE sees the raw log-mel (identity normalisation)."""
         source = str(path)
         if Path(source).exists() and not (Path(source) / "unet").is_dir():
             raise FileNotFoundError(f"{source} is not an AudioLDM folder (no unet/ subfolder)")
@@ -145,6 +156,9 @@ class LdmComponents:
         vocoder = SpeechT5HifiGan.from_pretrained(source, subfolder="vocoder", use_safetensors=True, low_cpu_mem_usage=False)
         if vocoder.config.sampling_rate != audio.sample_rate:
             raise ValueError(f"AudioLDM vocoder runs at {vocoder.config.sampling_rate} Hz, profile audio at {audio.sample_rate} Hz")
+        if math.prod(vocoder.config.upsample_rates) != audio.hop_length:
+            raise ValueError(f"AudioLDM vocoder makes {math.prod(vocoder.config.upsample_rates)} samples per mel frame, "
+                             f"profile audio hops {audio.hop_length}")
         return cls(
             vae=AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, low_cpu_mem_usage=False),
             unet=UNet2DConditionModel.from_pretrained(source, subfolder="unet", use_safetensors=True, low_cpu_mem_usage=False),

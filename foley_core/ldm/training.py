@@ -34,11 +34,13 @@ from foley_core.ldm.data import (
     compute_log_mels, conditioning_matrix, load_waveforms, split_rows,
 )  # fmt: skip
 from foley_core.ldm.evaluation import reconstruction_report
+from foley_core.ldm.importing import import_audioldm, imports_pretrained_as_is
 from foley_core.ldm.mel import MelFrontEnd, MelNormalisation, pad_frames
 from foley_core.ldm.models import (
     build_train_scheduler, build_unet, build_vae, build_vocoder, parameter_count, unet_downsampling, vae_downsampling,
 )  # fmt: skip
 from foley_core.ldm.modules import UnetModule, VaeModule, VocoderModule
+from foley_core.progress import TerminalProgress
 from foley_core.resume import RngState, resume_checkpoint
 from foley_core.resume import code_version as resume_code_version
 
@@ -91,7 +93,7 @@ def fit(profile: Profile, name: str, module: pl.LightningModule, data: InMemoryD
     trainer = pl.Trainer(
         max_steps=steps, max_epochs=-1, accelerator=profile.trainer.accelerator, devices=profile.trainer.devices,
         strategy=profile.trainer.strategy, num_nodes=profile.trainer.num_nodes, precision=profile.trainer.precision,
-        callbacks=[history, RngState(), checkpoints, *callbacks], logger=_logger(profile, name, work_dir),
+        callbacks=[history, RngState(), checkpoints, *callbacks, TerminalProgress(name)], logger=_logger(profile, name, work_dir),
         default_root_dir=work_dir, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
         num_sanity_val_steps=0, log_every_n_steps=min(25, max(1, steps)),
         use_distributed_sampler=False,  # the data module's SeededBatches shards by rank itself
@@ -290,8 +292,12 @@ def train_ldm(profile: Profile, manifest: pd.DataFrame, conditioning: Conditioni
               report_clips: int = 8) -> dict:  # fmt: skip
     """All three models into ``out_dir/{vae,vocoder,unet,scheduler}`` + ``ldm_config.json``; each resumes on its own.
 
-    With ``ldm.pretrained_path`` the AudioLDM components are the starting point (``steps: 0`` = used as is)."""
+    With ``ldm.pretrained_path`` the AudioLDM components are the starting point. When no network
+    trains (every ``steps: 0``) this is ``import_audioldm`` (foley_core/ldm/importing.py): the folder
+    is validated and installed as it is, and ``manifest`` / ``conditioning`` are not touched."""
     out_dir = Path(out_dir)
+    if imports_pretrained_as_is(profile):
+        return import_audioldm(profile, out_dir)
     work = out_dir / "training"
     initial = _pretrained(profile)
     metrics = {"vae": train_vae(profile, manifest, out_dir / "vae", work_dir=work / "vae", init=initial and initial.vae)}
