@@ -309,6 +309,13 @@ def generate(prompt: str, class_name: str | None, n_candidates: int | None, guid
     except ValueError as exc:
         raise UserError(f"{exc}; or pass --device cpu") from None
     pipeline, folder = _pipeline(prof, model)
+    if class_name is not None and model is None:  # a class routed to a named LDM (ldm.models) uses that model
+        from foley_core.generation.submission import pipeline_for_class
+
+        try:
+            pipeline = pipeline_for_class(pipeline, folder, prof, class_name)
+        except (OSError, ValueError) as exc:
+            raise UserError(str(exc)) from None
     click.echo(f"generating {n_candidates} candidate(s) for {prompt!r} with model {folder.name} ...", err=True)
     try:
         result = pipeline([prompt], n_candidates=n_candidates, guidance_scale=2.5 if guidance is None else guidance,
@@ -350,11 +357,15 @@ def export_dcase_command(out_dir: Path, clips_per_class: int, model: Path | None
     click.echo(f"model {folder.name}: {clips_per_class} clips per class, {len(prof.class_names)} classes")
     from foley_core.generation.pipeline import ScoringUnavailable
 
+    loaded: dict = {}
     try:
-        for label in prof.class_names:
-            clips[label] = list(submission.generate_selected(pipeline, prof, label, clips_per_class).selected)
+        for label in prof.class_names:  # a class routed to a named LDM (ldm.models) uses that model's pipeline
+            chosen = submission.pipeline_for_class(pipeline, folder, prof, label, loaded)
+            clips[label] = list(submission.generate_selected(chosen, prof, label, clips_per_class).selected)
     except ScoringUnavailable as exc:
         raise UserError(f"{exc} (the export scores every class's candidates)") from None
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
     try:  # checks out_dir again (files may have appeared meanwhile), then swaps the whole export in
         export_dcase(clips, pipeline.sample_rate, out_dir, clips_per_class=clips_per_class)
     except (ValueError, OSError) as exc:

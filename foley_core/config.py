@@ -255,6 +255,10 @@ class LdmConfig(_Strict):
     vae: VaeConfig = VaeConfig()
     unet: UnetConfig = UnetConfig()
     vocoder: VocoderConfig = VocoderConfig()
+    # A model per class, as the winning system had: classes whose `model` is named here generate
+    # with that AudioLDM folder (imported as it is, with its own text encoder); every other class
+    # uses the main LDM above. Empty = one model for all classes.
+    models: dict[Literal["small", "big"], Path] = {}
 
 
 class FinetuneConfig(_Strict):
@@ -345,6 +349,28 @@ class Profile(_Strict):
     def dataset_classes(self) -> list[str]:
         """Every class a clip may carry: target classes first, then pre-training-only ones."""
         return self.class_names + list(self.data.extra_classes)
+
+    def model_of(self, label: str) -> str | None:
+        """The named LDM (``ldm.models``) a class generates with, or None for the main LDM."""
+        name = self.class_config(label).model
+        return name if name in self.ldm.models else None
+
+    def named_models(self) -> list[str]:
+        """The named LDMs some target class routes to."""
+        return sorted({m for c in self.class_names if (m := self.model_of(c)) is not None})
+
+    def classes_of(self, model: str | None) -> list[str]:
+        """The target classes that generate with ``model`` (None: the main LDM)."""
+        return [c for c in self.class_names if self.model_of(c) == model]
+
+    def for_model(self, model: str | None) -> "Profile":
+        """This profile as seen by one named LDM: ``ldm.pretrained_path`` is that model's folder (so
+        importing, conditioning and sampling code reads it like the main one); None: unchanged."""
+        if model is None:
+            return self
+        ldm = self.ldm.model_copy(update={"pretrained_path": self.ldm.models[model], "mel_normalisation": "none",
+                                          "models": {}})
+        return self.model_copy(update={"ldm": ldm})
 
     def class_config(self, name: str) -> ClassConfig:
         for c in self.classes:

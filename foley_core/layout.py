@@ -5,7 +5,8 @@
       clap/                       the CLAP model (trained here) and its metrics
       clap_embeddings/<Class>/    cached CLAP audio + text embeddings (per class)
       ldm/                        VAE + UNet + vocoder (trained or imported)
-      finetune/{adapter,identity} the fine-tuned adapter and the identity ablation
+      ldm-models/<model>/         a named LDM some classes generate with (``ldm.models``)
+      finetune/{adapter,identity}[-<model>]  the fine-tuned adapter and the identity ablation
       generation/<variant>/<Class>/ candidates, selected clips, selection.json
       dcase/<Class>/NNN.wav       the selected clips in the DCASE layout
       evaluation/metrics.json     FAD/KAD, class consistency, ablation
@@ -54,8 +55,15 @@ class Layout:
     def ldm(self) -> Path:
         return self.root / "ldm"
 
-    def finetune(self, variant: str | None = None) -> Path:
-        return self.root / "finetune" / variant if variant else self.root / "finetune"
+    def ldm_for(self, model: str | None) -> Path:
+        """The main LDM (None) or a named one (``ldm.models``, a model per class)."""
+        return self.ldm if model is None else self.root / "ldm-models" / model
+
+    def finetune(self, variant: str | None = None, model: str | None = None) -> Path:
+        """The adapters: ``finetune/<variant>`` for the main LDM, ``finetune/<variant>-<model>`` for a named one."""
+        if variant is None:
+            return self.root / "finetune"
+        return self.root / "finetune" / (variant if model is None else f"{variant}-{model}")
 
     def finetune_source(self, name: str) -> Path:
         """The adapter fine-tuned by `foley finetune SOURCE`."""

@@ -137,12 +137,15 @@ def build_ldm(profile: Profile) -> StageResult:
     from foley_core.ldm.training import train_ldm
 
     where = layout(profile)
+    named = {name: import_audioldm(profile.for_model(name), where.ldm_for(name)) for name in profile.named_models()}
+    named_metadata = {f"model {name}": {"imported_from": m["source"], "version": m["version"],
+                                        "classes": profile.classes_of(name)} for name, m in named.items()}
     if imports_pretrained_as_is(profile):  # an AudioLDM folder used as it is: validate and version, no corpus
         metrics = import_audioldm(profile, where.ldm)
-        return StageResult(metrics["version"], where.ldm, {
+        return StageResult(_with_named(metrics["version"], named), where.ldm, {
             "imported_from": metrics["source"], "content_hash": metrics["content_hash"],
             "parameters": metrics["parameters"], "latent_scale": metrics["latent_scale"],
-            "converted_from_bin": metrics["converted_from_bin"]})
+            "converted_from_bin": metrics["converted_from_bin"], **named_metadata})
     manifest = load_manifest(where.dataset)
     clap_version = load_clap(profile).version
     metrics = train_ldm(profile, manifest, cached_audio_embeddings(profile, clap_version, manifest), where.ldm)
@@ -156,7 +159,16 @@ def build_ldm(profile: Profile) -> StageResult:
     spectrogram = where.ldm / "reconstruction.png"
     if spectrogram.is_file():
         markdown["reconstruction_spectrograms"] = png_markdown(spectrogram.read_bytes(), "reconstruction")
-    return StageResult(content_version(where.ldm), where.ldm, metadata, markdown)
+    return StageResult(_with_named(content_version(where.ldm), named), where.ldm, {**metadata, **named_metadata},
+                       markdown)
+
+
+def _with_named(version: str, named: dict[str, dict]) -> str:
+    """The LDM stage's version: the main model's, extended by the named models' (a model per class)."""
+    if not named:
+        return version
+    joined = json.dumps([version, sorted((name, m["version"]) for name, m in named.items())])
+    return hashlib.sha256(joined.encode()).hexdigest()[:16]
 
 
 def finetune_adapters(profile: Profile) -> StageResult:
@@ -165,16 +177,25 @@ def finetune_adapters(profile: Profile) -> StageResult:
     from foley_core.generation.finetune import finetune_adapter
 
     where = layout(profile)
-    manifest = load_manifest(where.dataset, profile.class_names)
-    base = ldm_version(where.ldm)
-    embed, conditioner_version = conditioning_text_embedder(profile)
-    runs = {variant: finetune_adapter(profile, manifest, embed, where.ldm, where.finetune(variant),
+    runs, named = {}, {}
+    for model in [None, *profile.named_models()]:  # one adapter per LDM, on the classes that LDM generates
+        # the main LDM also serves free-text prompts: with every class routed elsewhere it learns from all
+        classes = profile.classes_of(model) or profile.class_names
+        manifest = load_manifest(where.dataset, classes)
+        base = ldm_version(where.ldm_for(model))
+        embed, conditioner_version = conditioning_text_embedder(profile.for_model(model))
+        for variant in VARIANTS:
+            result = finetune_adapter(profile, manifest, embed, where.ldm_for(model), where.finetune(variant, model),
                                       train_adapter=variant == "adapter", base_version=base,
                                       clap_version=conditioner_version)
-            for variant in VARIANTS}
+            if model is None:
+                runs[variant], main_conditioner = result, conditioner_version
+            elif variant == "adapter":
+                named[f"model {model}"] = {"classes": classes, "val_loss_adapter": result["val_loss"],
+                                           "val_loss_identity": result["val_loss_identity"]}
     adapter = runs["adapter"]
     return StageResult(content_version(where.finetune()), where.finetune(), {
-        "base_model_version": base, "conditioner_version": conditioner_version,
+        **named, "base_model_version": ldm_version(where.ldm), "conditioner_version": main_conditioner,
         "adapter_parameters": adapter["adapter_parameters"], "val_loss_adapter": adapter["val_loss"],
         "val_loss_identity": adapter["val_loss_identity"], "loss_first": adapter.get("loss_first"),
         "loss_final": adapter.get("loss_final"), "steps": adapter.get("steps"),
@@ -206,6 +227,9 @@ def model_version(profile: Profile) -> str:
     version = content_version(where.finetune()) + "-" + ldm_version(where.ldm)
     if pretrained_audioldm_source(profile) is not None:
         version += "-" + load_conditioner(profile).version[:8]
+    named = [ldm_version(where.ldm_for(name)) for name in profile.named_models()]
+    if named:  # a model per class: the named LDMs are part of the model too
+        version += "-" + hashlib.sha256(json.dumps(named).encode()).hexdigest()[:8]
     return version
 
 
@@ -219,7 +243,7 @@ def generate_candidates(profile: Profile, label: str) -> StageResult:
     where = layout(profile)
     records = {}
     for variant in VARIANTS:
-        gen = generate_selected(assemble_pipeline(profile, variant), profile, label,
+        gen = generate_selected(assemble_pipeline(profile, variant, profile.model_of(label)), profile, label,
                                 profile.generation.clips_per_class, stage=f"generate {label} ({variant})")
         records[variant] = save_class_generation(gen, where.generation(variant, label))
     folder = where.generation("adapter", label)
@@ -282,7 +306,9 @@ def promote_model(profile: Profile, metrics_path: Path) -> StageResult:
     export_problems = validate_dcase(where.dcase, classes=profile.class_names,
                                      clips_per_class=profile.generation.clips_per_class)
     try:
-        folder = promote(assemble_pipeline(profile, "adapter"), profile, metrics, export_problems=len(export_problems))
+        class_models = {name: assemble_pipeline(profile, "adapter", name) for name in profile.named_models()}
+        folder = promote(assemble_pipeline(profile, "adapter"), profile, metrics, export_problems=len(export_problems),
+                         class_models=class_models)
     except PromotionRefused as refused:
         kept = (accepted_metrics(profile) or {}).get("model_version", "none")
         return StageResult(kept, where.pipelines / "latest", {

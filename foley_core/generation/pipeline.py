@@ -43,6 +43,7 @@ from foley_core.clap.encoder import ClapEncoder, TrainedClapEncoder
 from foley_core.evaluation import gate_problems
 from foley_core.fsutil import exclusive_lock, replace_symlink, staged_dir
 from foley_core.generation.adapter import EmbeddingAdapter
+from foley_core.layout import layout
 from foley_core.generation.conditioning import (
     AudioLdmTextConditioner, ClapConditioner, Conditioner, Unconditional, is_audioldm_folder, load_conditioner,
     pretrained_audioldm_source,
@@ -341,26 +342,27 @@ def place(pipeline: FoleyPipeline, generation) -> FoleyPipeline:
     return pipeline.to(resolve_device(generation.device), generation.precision)
 
 
-def assemble_pipeline(profile, variant: str = "adapter") -> FoleyPipeline:
+def assemble_pipeline(profile, variant: str = "adapter", model: str | None = None) -> FoleyPipeline:
     """The profile's trained components: conditioner + fine-tuned adapter (``variant`` = adapter | identity)
     + LDM (with the fine-tuned UNet when fine-tuning trained it) + CLAP for scoring, placed on the
     profile's generation device and precision.
 
     A profile with ``ldm.pretrained_path`` (an imported AudioLDM) conditions through that folder's
-    own text encoder, guides against its embedding of "" and samples in diffusers' convention."""
+    own text encoder, guides against its embedding of "" and samples in diffusers' convention.
+    ``model`` names one of ``ldm.models`` (a model per class): that LDM, its own text encoder and
+    its own adapter; the profile's CLAP still scores."""
     from diffusers import UNet2DConditionModel
 
     from foley_core.clap import load_clap
-
-    from foley_core.layout import layout
-
-    finetune_dir = layout(profile).finetune(variant)
-    ldm = LdmComponents.load(layout(profile).ldm)
+    where = layout(profile)
+    finetune_dir = where.finetune(variant, model)
+    ldm = LdmComponents.load(where.ldm_for(model))
     if (finetune_dir / "unet").is_dir():
         ldm.unet = UNet2DConditionModel.from_pretrained(finetune_dir / "unet", use_safetensors=True).eval()
     clap = load_clap(profile)
-    conditioner = load_conditioner(profile, clap=clap)
-    convention: Convention = "diffusers" if pretrained_audioldm_source(profile) is not None else "foley"
+    model_profile = profile.for_model(model)
+    conditioner = load_conditioner(model_profile, clap=clap)
+    convention: Convention = "diffusers" if pretrained_audioldm_source(model_profile) is not None else "foley"
     pipeline = FoleyPipeline(clap, EmbeddingAdapter.load(finetune_dir), ldm, sampler=profile.generation.scheduler,
                              steps=profile.generation.steps, clap_source=profile.clap.source, conditioner=conditioner,
                              convention=convention)  # fmt: skip
@@ -368,8 +370,6 @@ def assemble_pipeline(profile, variant: str = "adapter") -> FoleyPipeline:
 
 
 def pipelines_dir(profile) -> Path:
-    from foley_core.layout import layout
-
     return layout(profile).pipelines
 
 
@@ -382,7 +382,11 @@ def accepted_metrics(profile) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def promote(pipeline: FoleyPipeline, profile, metrics: dict, *, export_problems: int) -> Path:
+CLASS_MODELS = "models"  # in a promoted folder: models/<name>/, the pipelines of ldm.models (a model per class)
+
+
+def promote(pipeline: FoleyPipeline, profile, metrics: dict, *, export_problems: int,
+            class_models: dict[str, FoleyPipeline] | None = None) -> Path:
     """Save the pipeline as ``pipelines/<model_version>/``, record its metrics as the accepted
     ones, and point ``pipelines/latest`` at it.
 
@@ -403,8 +407,13 @@ def promote(pipeline: FoleyPipeline, profile, metrics: dict, *, export_problems:
         if not _is_complete(folder):
             clap_folder = layout(profile).clap if pipeline.clap_source == "trained" else None
             with staged_dir(folder) as staging:  # replaces a half folder an older version left
-                pipeline.save_pretrained(staging, clap_folder=clap_folder,
-                                         extra={"model_version": metrics["model_version"], "profile": profile.name})
+                for name, class_pipeline in (class_models or {}).items():
+                    class_pipeline.save_pretrained(staging / CLASS_MODELS / name, clap_folder=clap_folder)
+                extra = {"model_version": metrics["model_version"], "profile": profile.name}
+                if class_models:  # which class generates with which saved model
+                    extra["class_models"] = {c: profile.model_of(c) for c in profile.class_names
+                                             if profile.model_of(c) in class_models}
+                pipeline.save_pretrained(staging, clap_folder=clap_folder, extra=extra)
                 write_text_atomic(staging / METRICS, json.dumps(metrics, indent=2))
         write_text_atomic(root / ACCEPTED, json.dumps(metrics, indent=2))
         replace_symlink(root / "latest", folder.name)

@@ -5,6 +5,7 @@ multi-target mode included."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -52,3 +53,22 @@ def generate_selected(pipeline: FoleyPipeline, profile: Profile, label: str, n_c
     """``n_clips`` selected clips of a class, with the profile's per-class selection settings."""
     targets = class_targets(pipeline, profile, label, n_clips)
     return generate_class(pipeline, profile, label, n_clips, targets=targets, progress=progress, stage=stage)
+
+
+def pipeline_for_class(default: FoleyPipeline, folder: Path | None, profile: Profile, label: str,
+                       loaded: dict[str, FoleyPipeline] | None = None) -> FoleyPipeline:
+    """The pipeline a class generates with: ``default``, or, for a class routed to a named LDM
+    (``ldm.models``), that model's pipeline saved in the promoted ``folder`` (``models/<name>/``)."""
+    from foley_core.generation.pipeline import CLASS_MODELS, place
+
+    model = profile.model_of(label)
+    if model is None or folder is None:
+        return default
+    loaded = {} if loaded is None else loaded
+    if model not in loaded:
+        sub = Path(folder) / CLASS_MODELS / model
+        if not sub.is_dir():
+            raise FileNotFoundError(f"{label} generates with model {model!r} (ldm.models) but {folder} has no "
+                                    f"{CLASS_MODELS}/{model}/: promote a model trained with this profile")
+        loaded[model] = place(FoleyPipeline.from_pretrained(sub, profile), profile.generation)
+    return loaded[model]
