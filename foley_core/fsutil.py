@@ -36,6 +36,12 @@ SWAP_LOCK = ".staging.lock"
 # .<name>.<kind>-<pid>-<random hex>
 _OURS = re.compile(r"^\.(?P<name>.+)\.(?P<kind>staging|old|link)-(?P<pid>\d+)-[^-]+$")
 _held = threading.local()  # lock paths this thread holds: nesting one would deadlock on itself
+_held_by_process: set[Path] = set()  # lock paths any thread of this process holds
+
+
+def held_by_this_process(path: Path | str) -> bool:
+    """True while some thread of this process holds the lock at ``path`` (``exclusive_lock``)."""
+    return Path(path).absolute() in _held_by_process
 
 
 class LockHeld(TimeoutError):
@@ -105,6 +111,7 @@ def exclusive_lock(path: Path | str, timeout: float | None = None) -> Iterator[P
     except Timeout:
         raise LockHeld(path, lock_holder(path), timeout or 0) from None
     held.add(path)
+    _held_by_process.add(path)
     try:
         write_text_atomic(_holder_file(path), json.dumps({
             "pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:500],
@@ -114,6 +121,7 @@ def exclusive_lock(path: Path | str, timeout: float | None = None) -> Iterator[P
         # Remove our record before letting go, so it never describes the next holder.
         _holder_file(path).unlink(missing_ok=True)
         held.discard(path)
+        _held_by_process.discard(path)
         lock.release()
 
 

@@ -446,3 +446,35 @@ def test_a_failed_report_leaves_no_half_run_folder_and_latest_unchanged(tmp_path
     assert sorted(p.name for p in outputs.iterdir() if not p.name.startswith(".")) == sorted([first.name, "latest"])
     assert (outputs / "latest").resolve() == first.resolve()
 
+
+
+# ---------------------------------------------------------------- stages launched outside `foley run`
+
+
+def test_a_stage_launched_from_the_ui_waits_for_the_foley_run_holding_the_folder(tmp_path):
+    """A daemon- or UI-launched stage takes the artifacts lock; inside `foley run` (same process) it runs
+    under the run's hold instead of deadlocking on it."""
+    from foley_core.layout import layout
+    from orchestration.assets import artifacts_lock
+
+    profile = _profile(tmp_path)
+    lock, released = layout(profile).run_lock, tmp_path / "released"
+    logs: list[str] = []
+    context = SimpleNamespace(log=SimpleNamespace(info=logs.append))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from foley_core.fsutil import exclusive_lock\n"
+        f"with exclusive_lock(Path({str(lock)!r})):\n"
+        f"    Path({str(tmp_path / 'holding')!r}).touch(); time.sleep(2)\n"
+        f"Path({str(released)!r}).touch()")], cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "holding").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        with artifacts_lock(context, profile):
+            waited_for_release = released.exists() or holder.poll() is not None
+        assert waited_for_release and any("waiting for" in line for line in logs), logs
+    finally:
+        holder.wait(timeout=60)
+    with exclusive_lock(lock):  # as `foley run` holds it: its own stages do not wait on it
+        with artifacts_lock(context, profile):
+            pass

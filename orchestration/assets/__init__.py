@@ -10,8 +10,29 @@ from __future__ import annotations
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue
 
+from contextlib import contextmanager
+
+from foley_core.config import Profile
+from foley_core.fsutil import exclusive_lock, held_by_this_process, who_holds
+from foley_core.layout import layout
 from foley_core.records import Artifact, input_versions
 from foley_core.stages import StageResult
+
+
+@contextmanager
+def artifacts_lock(context: AssetExecutionContext, profile: Profile):
+    """One writer per artifacts folder: a stage launched by the UI, a schedule or a sensor waits
+    while a `foley run` (or another such stage) uses the folder. Inside `foley run`, which holds
+    the lock for its whole duration, stages run under its hold."""
+    path = layout(profile).run_lock
+    if held_by_this_process(path):
+        yield
+        return
+    holder = who_holds(path)
+    if holder is not None:
+        context.log.info(f"waiting for {holder} to finish with {path.parent}")
+    with exclusive_lock(path):
+        yield
 
 
 def stage_output(context: AssetExecutionContext, result: StageResult, **inputs) -> MaterializeResult:
@@ -27,3 +48,11 @@ def stage_output(context: AssetExecutionContext, result: StageResult, **inputs) 
     if made_from:
         metadata["made_from"] = MetadataValue.json(made_from)
     return MaterializeResult(value=artifact, data_version=DataVersion(result.version), metadata=metadata)
+
+
+def run_stage(context: AssetExecutionContext, foley, stage, *args, **inputs) -> MaterializeResult:
+    """``stage(profile, *args)`` under the artifacts lock, returned as the asset's output."""
+    profile = foley.load()
+    with artifacts_lock(context, profile):
+        result = stage(profile, *args)
+    return stage_output(context, result, **inputs)

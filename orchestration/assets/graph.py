@@ -26,7 +26,7 @@ from foley_core.config import Profile
 from foley_core.data.sources import partition_keys
 from foley_core.layout import layout
 from foley_core.records import Artifact
-from orchestration.assets import stage_output
+from orchestration.assets import artifacts_lock, run_stage, stage_output
 from orchestration.automation import RETRAIN
 from orchestration.resources import FoleyProfile
 from orchestration.versions import code_version
@@ -63,7 +63,9 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
            description="The DVC-tracked raw data (data/): synthetic corpus, DCASE dev set, captioned corpora. "
                        "Its version covers this profile's sources only.")
     def raw_foley_data(context: AssetExecutionContext, foley: FoleyProfile):
-        result, warnings = stages.snapshot_data(foley.load())
+        prof = foley.load()
+        with artifacts_lock(context, prof):
+            result, warnings = stages.snapshot_data(prof)
         for warning in warnings:
             context.log.warning(warning)
         return stage_output(context, result)
@@ -72,7 +74,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
            code_version=version(DATA_MODULES, ["data", "audio", "classes"]),
            description="Normalised clip-length clips + manifest for one class; bad files quarantined with a reason.")
     def foley_dataset(context: AssetExecutionContext, foley: FoleyProfile, raw_foley_data: Artifact):
-        return stage_output(context, stages.ingest_dataset_class(foley.load(), context.partition_key),
+        return run_stage(context, foley, stages.ingest_dataset_class, context.partition_key,
                             raw_foley_data=raw_foley_data)
 
     @asset(**common, ins=ins("foley_dataset"), group_name="models", pool=COMPUTE,
@@ -80,7 +82,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
                                 ["clap", "audio", "seed", "trainer"]),
            description="CLAP text + audio encoders in one space: trained contrastively here, or a LAION checkpoint.")
     def clap_model(context: AssetExecutionContext, foley: FoleyProfile, foley_dataset: dict):
-        return stage_output(context, stages.build_clap(foley.load()), foley_dataset=foley_dataset)
+        return run_stage(context, foley, stages.build_clap, foley_dataset=foley_dataset)
 
     @asset(**common, ins=ins("clap_model", "foley_dataset"), group_name="models", partitions_def=dataset_parts,
            code_version=version(["foley_core.clap.cache"], ["classes"]),
@@ -88,7 +90,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
                        "keyed by (CLAP version, clip content hash).")
     def clap_embeddings(context: AssetExecutionContext, foley: FoleyProfile, clap_model: Artifact,
                         foley_dataset: Artifact):
-        return stage_output(context, stages.embed_class(foley.load(), context.partition_key),
+        return run_stage(context, foley, stages.embed_class, context.partition_key,
                             clap_model=clap_model, foley_dataset=foley_dataset)
 
     @asset(**common, ins=ins("clap_model", "clap_embeddings"), group_name="models", pool=COMPUTE,
@@ -99,7 +101,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
                        "embedding), or imported from an AudioLDM folder.")
     def pretrained_ldm(context: AssetExecutionContext, foley: FoleyProfile, clap_model: Artifact,
                        clap_embeddings: dict):
-        return stage_output(context, stages.build_ldm(foley.load()), clap_model=clap_model,
+        return run_stage(context, foley, stages.build_ldm, clap_model=clap_model,
                             clap_embeddings=clap_embeddings)
 
     @asset(**common, ins=ins("pretrained_ldm", "clap_embeddings"), group_name="models", pool=COMPUTE,
@@ -109,7 +111,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
                        "ablation (same seed and steps, adapter frozen).")
     def finetuned_adapter(context: AssetExecutionContext, foley: FoleyProfile, pretrained_ldm: Artifact,
                           clap_embeddings: dict):
-        return stage_output(context, stages.finetune_adapters(foley.load()), pretrained_ldm=pretrained_ldm,
+        return run_stage(context, foley, stages.finetune_adapters, pretrained_ldm=pretrained_ldm,
                             clap_embeddings=clap_embeddings)
 
     @asset(**common, group_name="generation", pool=COMPUTE, partitions_def=class_parts,
@@ -122,14 +124,14 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
                        "multi-target). Made with the fine-tuned adapter and with the identity ablation, same seeds.")
     def generated_candidates(context: AssetExecutionContext, foley: FoleyProfile, finetuned_adapter: Artifact,
                              clap_embeddings: Artifact):
-        return stage_output(context, stages.generate_candidates(foley.load(), context.partition_key),
+        return run_stage(context, foley, stages.generate_candidates, context.partition_key,
                             finetuned_adapter=finetuned_adapter, clap_embeddings=clap_embeddings)
 
     @asset(**common, ins=ins("generated_candidates"), group_name="generation", partitions_def=class_parts,
            code_version=version(["foley_core.export"], ["audio"]),
            description="The selected clips in the DCASE layout: 22,050 Hz, mono, 16-bit, exactly 4 s.")
     def selected_outputs(context: AssetExecutionContext, foley: FoleyProfile, generated_candidates: Artifact):
-        return stage_output(context, stages.export_class(foley.load(), context.partition_key),
+        return run_stage(context, foley, stages.export_class, context.partition_key,
                             generated_candidates=generated_candidates)
 
     @asset(**common, ins=ins("selected_outputs", "generated_candidates"), group_name="evaluation",
@@ -140,7 +142,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
                        "official DCASE FAD when VGGish weights are configured.")
     def evaluation_metrics(context: AssetExecutionContext, foley: FoleyProfile, selected_outputs: dict,
                            generated_candidates: dict):
-        return stage_output(context, stages.evaluate(foley.load()), selected_outputs=selected_outputs,
+        return run_stage(context, foley, stages.evaluate, selected_outputs=selected_outputs,
                             generated_candidates=generated_candidates)
 
     @asset_check(asset=evaluation_metrics, blocking=True,
@@ -172,7 +174,9 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
            description="The model the CLI uses (`latest`): promoted only if the gate passes. The gate is re-applied "
                        "here on the evaluation it receives, so no launch path promotes a rejected or NaN model.")
     def promoted_pipeline(context: AssetExecutionContext, foley: FoleyProfile, evaluation_metrics: Artifact):
-        result = stages.promote_model(foley.load(), evaluation_metrics.location)
+        prof = foley.load()
+        with artifacts_lock(context, prof):
+            result = stages.promote_model(prof, evaluation_metrics.location)
         if not result.metadata["promoted"]:
             context.log.warning(result.metadata["reasons"])
         return stage_output(context, result, evaluation_metrics=evaluation_metrics)
@@ -183,7 +187,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
                        "DCASE clips and metrics; outputs/latest points at the newest.")
     def foley_report(context: AssetExecutionContext, foley: FoleyProfile, promoted_pipeline: Artifact,
                      evaluation_metrics: Artifact):
-        return stage_output(context, stages.write_report(foley.load(), context.run_id),
+        return run_stage(context, foley, stages.write_report, context.run_id,
                             promoted_pipeline=promoted_pipeline, evaluation_metrics=evaluation_metrics)
 
     assets = [raw_foley_data, foley_dataset, clap_model, clap_embeddings, pretrained_ldm, finetuned_adapter,
