@@ -24,3 +24,13 @@ OFFLINE_DEFAULTS = {
 def apply_offline_defaults() -> None:
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+RETRAIN = "FOLEY_RETRAIN"  # "1": `foley run --force`, every model trains from scratch
+
+
+def retrain_requested() -> bool:
+    """True under `foley run --force`: the training caches (a finished model with the same
+    fingerprint, checkpoints to resume from) are not used, so every model trains from scratch.
+    The fingerprints themselves are unchanged, so the next plain run finds the results fresh."""
+    return os.environ.get(RETRAIN) == "1"

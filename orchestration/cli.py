@@ -12,7 +12,7 @@ from foley_core.cli import PROFILE_OPTION, UserError, _load, main
 
 @main.command("run")
 @PROFILE_OPTION
-@click.option("--force", is_flag=True, help="recompute every stage, fresh or not")
+@click.option("--force", is_flag=True, help="recompute every stage and retrain every model from scratch (no cached model, no checkpoint resumed)")
 def run(profile: str, force: bool) -> None:
     """Run the whole pipeline (every Dagster asset) for a profile; skips what is fresh."""
     _load(profile)

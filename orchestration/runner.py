@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,6 +23,7 @@ from typing import Callable
 from dagster import AssetKey, AssetsDefinition, DagsterInstance, DagsterRunStatus, RunsFilter, get_dagster_logger, materialize
 
 from foley_core.config import PROJECT_ROOT, Profile, load_profile
+from foley_core.env import RETRAIN
 from foley_core.fsutil import LockHeld, describe_holder, exclusive_lock, process_alive
 from foley_core.generation.pipeline import accepted_metrics
 from foley_core.layout import layout
@@ -74,11 +76,27 @@ def run_pipeline(profile_name: str, overrides: dict | None = None, echo: Callabl
     """
     where = layout(load_profile(profile_name, overrides))
     try:
-        with exclusive_lock(where.run_lock, timeout=0):
+        with exclusive_lock(where.run_lock, timeout=0), _retraining(force):
             return _run_unlocked(profile_name, overrides, echo, force)
     except LockHeld as exc:
         raise RuntimeError(f"another foley run is using {where.root}: {describe_holder(exc.holder)}; "
                            "wait for it to finish or stop it") from None
+
+
+@contextmanager
+def _retraining(force: bool):
+    """``--force`` means retrain: the library's training caches are bypassed for this run
+    (``foley_core.env.retrain_requested``), not merely the Dagster materialisations repeated."""
+    previous = os.environ.get(RETRAIN)
+    if force:
+        os.environ[RETRAIN] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RETRAIN, None)
+        else:
+            os.environ[RETRAIN] = previous
 
 
 def _owner_tags() -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from dagster import AssetKey, DagsterInstance, Definitions
 
 from orchestration.definitions import JOBS, build_definitions
@@ -36,7 +38,7 @@ def test_definitions_load_and_partition_by_class(tmp_path):
     assert all(a.automation_conditions_by_key[a.key] is not None for a in defs.assets)
 
 
-def test_smoke_pipeline_materialises_and_versions_are_stable(tmp_path, monkeypatch):
+def test_smoke_pipeline_materialises_and_versions_are_stable(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     lines: list[str] = []
     run_pipeline("smoke", _overrides(tmp_path), echo=lines.append)
@@ -78,6 +80,18 @@ def test_smoke_pipeline_materialises_and_versions_are_stable(tmp_path, monkeypat
     changed = [old != new for old, new in zip(first_dataset, _data_versions(instance, "foley_dataset")[-8:])]
     assert [k for (k, _), c in zip(first_dataset, changed) if c] == ["Rain"]
     assert _data_versions(instance, "raw_foley_data")[-1] != first_raw[-1]
+
+    # --force retrains every model from scratch (no finished model, no checkpoint reused): the
+    # trainings report their steps again, and the same code and data give the same weights
+    models = _data_versions(instance, "pretrained_ldm")[-1], _data_versions(instance, "clap_model")[-1]
+    capfd.readouterr()
+    forced = run_pipeline("smoke", _overrides(tmp_path), echo=lines.append, force=True)
+    printed = capfd.readouterr().err
+    for stage in ("clap", "vae", "vocoder", "unet"):
+        assert f"    {stage}: " in printed and " steps in " in printed, (stage, printed[-2000:])
+    assert len(forced.materialised) == len(forced.materialised + forced.skipped)  # nothing skipped
+    assert (_data_versions(instance, "pretrained_ldm")[-1], _data_versions(instance, "clap_model")[-1]) == models
+    assert os.environ.get("FOLEY_RETRAIN") is None  # only for the forced run
 
 
 def test_data_sensor_fires_on_new_data_of_this_profile_only_and_never_during_a_run(tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ from foley_core.clap.encoder import TrainedClapEncoder, save_trained
 from foley_core.clap.evaluate import evaluate_clap, read_clips
 from foley_core.clap.towers import SmallClap, TowerConfig
 from foley_core.config import Profile
+from foley_core.env import retrain_requested
 from foley_core.data.versioning import file_hash
 from foley_core.progress import TerminalProgress
 from foley_core.resume import Draw, RngState, SeededDataModule, resume_checkpoint, sample_rng
@@ -176,7 +177,8 @@ def _run_fingerprint(profile: Profile, train: pd.DataFrame) -> str:
 def _discard_stale_checkpoints(folder: Path, fingerprint: str) -> None:
     """Checkpoints of another dataset or config are not resumed but deleted."""
     marker = folder.parent / "checkpoints_run.json"  # beside, not inside: Lightning warns on a non-empty dir
-    if folder.is_dir() and (not marker.is_file() or json.loads(marker.read_text()).get("fingerprint") != fingerprint):
+    stale = not marker.is_file() or json.loads(marker.read_text()).get("fingerprint") != fingerprint
+    if folder.is_dir() and (stale or retrain_requested()):  # `foley run --force`: train from scratch
         shutil.rmtree(folder)
     write_text_atomic(marker, json.dumps({"fingerprint": fingerprint}))
 

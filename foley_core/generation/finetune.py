@@ -34,7 +34,8 @@ from foley_core.ldm.data import InMemoryDataModule, LatentConditions, compute_lo
 from foley_core.ldm.mel import pad_frames
 from foley_core.ldm.models import unet_downsampling, unet_input, vae_downsampling
 from foley_core.ldm.modules import UnetModule
-from foley_core.ldm.training import _encode_posteriors, fit
+from foley_core.env import retrain_requested
+from foley_core.ldm.training import _encode_posteriors, fit, fresh_if_retraining
 from foley_core.resume import code_version as resume_code_version
 
 TextEmbedder = Callable[[list[str]], np.ndarray]
@@ -117,7 +118,8 @@ def finetune_adapter(profile: Profile, manifest: pd.DataFrame, embed_text: TextE
     key = hashlib.sha256(json.dumps([profile.finetune.model_dump(), profile.seed, train_adapter, base_version, clap_version,
                                      sorted(train["content_hash"]), file_hash(Path(__file__)), resume_code_version()],
                                     sort_keys=True).encode()).hexdigest()[:12]
-    if (out_dir / METRICS).is_file() and json.loads((out_dir / METRICS).read_text()).get("fingerprint") == key:
+    finished = (out_dir / METRICS).is_file() and json.loads((out_dir / METRICS).read_text()).get("fingerprint") == key
+    if finished and not retrain_requested():
         return json.loads((out_dir / METRICS).read_text())
 
     pl.seed_everything(profile.seed, workers=True)
@@ -132,7 +134,7 @@ def finetune_adapter(profile: Profile, manifest: pd.DataFrame, embed_text: TextE
     steps = profile.finetune.steps if (train_adapter or train_unet) else 0
     module = AdapterModule(components, adapter, profile, train_adapter=train_adapter, train_unet=train_unet)
     name = "finetune-adapter" if train_adapter else "finetune-identity"
-    run, _ = fit(profile, name, module, data, steps, out_dir.parent / "training" / name / key)
+    run, _ = fit(profile, name, module, data, steps, fresh_if_retraining(out_dir.parent / "training" / name / key))
 
     adapter.eval()
     val_means, _ = _latents(components, val, profile)

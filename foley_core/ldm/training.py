@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +27,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from transformers import SpeechT5HifiGan
 
 from foley_core.audio import write_text_atomic
+from foley_core.env import retrain_requested
 from foley_core.fsutil import staged_dir
 from foley_core.config import Profile
 from foley_core.ldm.components import LdmComponents, ldm_code_version
@@ -133,7 +135,14 @@ def _logger(profile: Profile, name: str, work_dir: Path):
 
 def _work_dir(out_dir: Path, work_dir: Path | None, name: str, fingerprint: str) -> Path:
     root = Path(work_dir) if work_dir is not None else Path(out_dir).parent / "training" / name
-    return root / fingerprint
+    return fresh_if_retraining(root / fingerprint)
+
+
+def fresh_if_retraining(work_dir: Path) -> Path:
+    """Under `foley run --force` a training folder starts empty: no checkpoint is resumed."""
+    if retrain_requested() and work_dir.is_dir():
+        shutil.rmtree(work_dir)
+    return work_dir
 
 
 def _fingerprint(*parts) -> str:
@@ -141,6 +150,8 @@ def _fingerprint(*parts) -> str:
 
 
 def _finished(out_dir: Path, fingerprint: str) -> dict | None:
+    if retrain_requested():
+        return None
     path = Path(out_dir) / METRICS
     if path.is_file():
         metrics = json.loads(path.read_text())
