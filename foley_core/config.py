@@ -93,7 +93,6 @@ class ClassConfig(_Strict):
     """One target class and its generation settings (DESIGN.md table)."""
 
     name: str = Field(min_length=1)
-    id: int = Field(ge=0)
     prompts: list[str] = Field(min_length=1)
     candidates: int = Field(3, ge=1, le=64)
     guidance: float = Field(2.5, ge=0)

@@ -7,7 +7,7 @@ from foley_core.config import DCASE_CLASS_IDS, ConfigError, load_profile
 def test_every_profile_loads_with_the_seven_dcase_classes(name):
     profile = load_profile(name)
     assert profile.name == name
-    assert {c.name: c.id for c in profile.classes} == DCASE_CLASS_IDS
+    assert [c.name for c in profile.classes] == list(DCASE_CLASS_IDS)  # the DCASE order (class id = index)
     assert all(c.prompts for c in profile.classes)
 
 
@@ -36,7 +36,7 @@ def test_bad_source_kind_and_empty_prompt_are_rejected():
     with pytest.raises(ConfigError, match="data.sources"):
         load_profile("smoke", {"data": {"sources": [{"kind": "ftp", "path": "x"}]}})
     with pytest.raises(ConfigError, match="empty"):
-        load_profile("smoke", {"classes": [{"name": "DogBark", "id": 0, "prompts": ["  "]}]})
+        load_profile("smoke", {"classes": [{"name": "DogBark", "prompts": ["  "]}]})
 
 
 def test_unknown_profile_lists_available():

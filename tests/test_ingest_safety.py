@@ -265,7 +265,7 @@ def test_folder_captions_csv_cannot_pull_in_files(smoke_profile, tmp_path):
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "a\\b", ".hidden", "..", "", "a\x00b"])
 def test_class_names_must_be_plain_folder_names(name):
-    classes = [{"name": name, "id": 0, "prompts": ["p"]}]
+    classes = [{"name": name, "prompts": ["p"]}]
     with pytest.raises(ConfigError, match=r"classes\.0\.name"):
         load_profile("smoke", {"classes": classes})
     with pytest.raises(ConfigError, match=r"data\.extra_classes"):
