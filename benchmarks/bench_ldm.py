@@ -99,9 +99,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["vae", "vocoder", "unet"])
     parser.add_argument("--repeats", type=int, default=2, help="alternate plain/Lightning runs; the fastest of each counts")
+    parser.add_argument("--precision", help="Lightning precision for the Lightning run, e.g. bf16-mixed "
+                        "(default: the profile's trainer.precision)")
     args = parser.parse_args()
-    profile = load_profile(args.profile)
-    print(f"profile {args.profile}, torch threads {torch.get_num_threads()}, {args.steps} timed steps after {args.warmup} warm-up")
+    profile = load_profile(args.profile, {"trainer": {"precision": args.precision}} if args.precision else None)
+    print(f"profile {args.profile}, torch threads {torch.get_num_threads()}, {args.steps} timed steps after {args.warmup} "
+          f"warm-up, Lightning precision {profile.trainer.precision}")
     print(f"{'model':8} {'params':>9} {'batch':>5} {'plain steps/s':>14} {'lightning steps/s':>18} {'lightning/plain time':>21}")
     for which in args.models:
         plain, lightning = float("inf"), float("inf")

@@ -1,0 +1,130 @@
+"""The speed benchmarks run, at toy sizes, and report finite positive numbers.
+
+- ``benchmarks/bench_paper_size.py``: the GPU script. ``--size tiny`` runs it on the CPU in seconds, in a
+  subprocess that cannot import soundfile, librosa, pydantic, dagster or laion_clap (as on the GPU machine,
+  which has torch, transformers and numpy, and diffusers as a carried wheel), so the script must fall back to its
+  mirror loop; the mirror loop must give FoleyPipeline's waveforms and scores bit for bit.
+- ``benchmarks/bench_samplers.py``: the steps table on the session's smoke model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import smoke_overrides
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "benchmarks"
+GPU_MACHINE_LACKS = ("soundfile", "librosa", "soxr", "pydantic", "dagster", "laion_clap")
+
+
+def load(name: str):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_paper_size_script_imports_nothing_beyond_torch_and_numpy():
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import bench_paper_size; "
+            "print([m for m in ('soundfile', 'dagster', 'laion_clap', 'foley_core', 'diffusers', 'transformers', "
+            "'librosa', 'pydantic') if m in sys.modules])")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_paper_size_tiny_runs_without_foley_core_and_reports_finite_positive_numbers(tmp_path):
+    """As on the GPU machine: foley_core's imports fail, so ``--engine auto`` takes the mirror loop."""
+    out_json = tmp_path / "paper_size.json"
+    argv = ["bench_paper_size.py", "--size", "tiny", "--device", "cpu", "--steps-paper", "3", "--steps-fast", "2",
+            "--clips", "1", "--json", str(out_json)]  # fmt: skip
+    code = (f"import sys, runpy\nfor m in {GPU_MACHINE_LACKS!r}: sys.modules[m] = None\n"
+            f"sys.argv = {argv!r}\nrunpy.run_path('benchmarks/bench_paper_size.py', run_name='__main__')")  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out_json.read_text())
+    assert report["engine"].startswith("mirror") and "foley_core not used" in " ".join(report["notes"])
+    assert report["device_name"] and report["scorer"].startswith("cheap")
+    assert [s["name"] for s in report["settings"]] == ["paper", "fast"]
+    assert report["settings"][1]["precision"] == "bf16" and report["settings"][1]["sampler"] == "dpmsolver++"
+    for setting in report["settings"]:
+        assert setting["batching"]["cond_uncond_one_batch"], setting["batching"]
+        for key in ("mean_s_per_clip", "projected_hours_700", "peak_memory_bytes", "speedup_vs_paper"):
+            assert positive(setting[key]), (setting["name"], key, setting[key])
+        assert len(setting["classes"]) == 7
+        for row in setting["classes"]:
+            assert positive(row["s_per_clip"]) and positive(row["s_per_candidate"]) and row["finite_audio"], row
+        mvm = next(r for r in setting["classes"] if r["class"] == "MovingMotorVehicle")
+        assert mvm["candidates"] == 10 and mvm["guided"]
+        gun = next(r for r in setting["classes"] if r["class"] == "GunShot")
+        assert not gun["guided"] and gun["max_rows_per_unet_call"] == 3  # guidance 1.0: no unconditional rows
+        assert mvm["max_rows_per_unet_call"] == 20  # 10 candidates + their unconditional rows in one batch
+    for label in ("| paper | ddim | 3 | fp32 |", "| fast | dpmsolver++ | 2 | bf16 |", "| MovingMotorVehicle | 10 |"):
+        assert label in run.stdout, run.stdout
+
+
+def test_paper_size_tiny_runs_through_foley_pipeline(capsys):
+    bench = load("bench_paper_size")
+    report = bench.main(["--size", "tiny", "--engine", "foley", "--scorer", "htsat", "--steps-paper", "2",
+                         "--steps-fast", "2", "--clips", "2", "--settings", "paper,fast-fp32",
+                         "--classes", "DogBark,GunShot"])  # fmt: skip
+    assert report["engine"].startswith("foley") and report["scorer"].startswith("htsat")
+    for setting in report["settings"]:
+        assert positive(setting["mean_s_per_clip"]) and positive(setting["projected_hours_700"])
+        assert setting["batching"]["cond_uncond_one_batch"]
+        assert all(row["clips"] == 2 for row in setting["classes"])
+    assert "| fast-fp32 | dpmsolver++ | 2 | fp32 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("scorer", ["cheap", "htsat"])
+def test_mirror_loop_gives_foley_pipelines_waveforms_and_scores(scorer):
+    bench = load("bench_paper_size")
+    parts = bench.build_components("tiny")
+    score = bench.build_scorer(scorer, "tiny", parts.sample_rate)
+    mirror, foley = bench.MirrorEngine(parts, score), bench.FoleyEngine(parts, score)
+    for sampler, guidance, precision in (("ddim", 2.5, "fp32"), ("dpmsolver++", 1.0, "fp32"), ("dpmsolver++", 3.0, "bf16")):
+        kwargs = dict(n_candidates=3, guidance_scale=guidance, seeds=[5, 6], steps=3, sampler=sampler)
+        a = mirror.to("cpu", precision)(["a dog bark", "rain"], **kwargs)
+        b = foley.to("cpu", precision)(["a dog bark", "rain"], **kwargs)
+        np.testing.assert_array_equal(a.waveforms, b.waveforms)
+        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(a.best, b.best)
+
+
+def test_built_in_class_table_is_configs_paper_yaml():
+    bench = load("bench_paper_size")
+    classes, source = bench.paper_classes()
+    assert source == "configs/paper.yaml"
+    assert classes == bench.PAPER_CLASSES
+
+
+def test_samplers_table_on_the_smoke_model(smoke_run, tmp_path, capsys):
+    bench = load("bench_samplers")
+    out_json = tmp_path / "samplers.json"
+    report = bench.main(["--profile", "smoke", "--override", json.dumps(smoke_overrides(smoke_run["root"])),
+                         "--steps", "2,3", "--clips", "2", "--json", str(out_json)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert json.loads(out_json.read_text())["rows"] == json.loads(json.dumps(report["rows"]))
+    assert [(r["sampler"], r["steps"]) for r in report["rows"]] == [
+        ("ddim", 2), ("ddim", 3), ("dpmsolver++", 2), ("dpmsolver++", 3)]
+    for row in report["rows"]:
+        assert all(math.isfinite(row[k]) for k in ("fad", "kad", "clap")), row
+        assert positive(row["s_per_clip"]) and row["fad"] >= 0
+        assert set(row["per_class"]) == set(smoke_run["profile"].class_names)
+        assert f"| {row['sampler']} | {row['steps']} | fp32 |" in printed
+    assert printed.count("\n| ") >= 5  # header + 4 rows
