@@ -98,12 +98,15 @@ def make_tiny_audioldm_components(tokenizer_dir: Path, *, n_mels: int = 64, cond
 
 
 def make_tiny_audioldm_folder(path: Path, *, n_mels: int = 64, condition_dim: int = CONDITION_DIM,
-                              sample_rate: int = 16000, hop_length: int = 160, scheduler=None, seed: int = 0) -> dict:
+                              sample_rate: int = 16000, hop_length: int = 160, scheduler=None, seed: int = 0,
+                              vocoder_gain: float = 1.0) -> dict:
     """Write a tiny random AudioLDM folder at ``path`` with ``AudioLDMPipeline.save_pretrained``.
 
     ``hop_length`` is the vocoder's upsampling (mel frame -> samples); ``n_mels`` must be a multiple
-    of 2 (the VAE's downsampling). Returns the pipeline's components (``text_encoder``, ``tokenizer``,
-    ``unet``, ``vae``, ``vocoder``, ``scheduler``) as saved."""
+    of 2 (the VAE's downsampling). ``vocoder_gain`` scales the vocoder's last convolution: a random
+    vocoder is nearly silent (peaks ~3e-5), ~1e4 makes clips audible at 16 bits. Returns the
+    pipeline's components (``text_encoder``, ``tokenizer``, ``unet``, ``vae``, ``vocoder``,
+    ``scheduler``) as saved."""
     from diffusers import AudioLDMPipeline
 
     path = Path(path)
@@ -112,6 +115,9 @@ def make_tiny_audioldm_folder(path: Path, *, n_mels: int = 64, condition_dim: in
         components = make_tiny_audioldm_components(Path(scratch), n_mels=n_mels, condition_dim=condition_dim,
                                                    sample_rate=sample_rate, upsample_rates=_two_rates(hop_length),
                                                    scheduler=scheduler, seed=seed)  # fmt: skip
+    if vocoder_gain != 1.0:
+        with torch.no_grad():
+            components["vocoder"].conv_post.weight.mul_(vocoder_gain)
     AudioLDMPipeline(**components).save_pretrained(str(path), safe_serialization=True)
     return components
 

@@ -2,69 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 import pytest
 import torch
+from laion_fixtures import make_tiny_laion, released_layout as _released_layout
 
 from foley_core.clap import load_clap
-from foley_core.clap.laion import LaionClapEncoder, build_laion_clap, load_tokenizer, read_laion_state_dict
+from foley_core.clap.laion import LaionClapEncoder, load_tokenizer, read_laion_state_dict
 from foley_core.config import load_profile
-
-
-def _byte_level_alphabet() -> list[str]:
-    """GPT-2/RoBERTa's byte-to-unicode table: every byte as one printable character."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = [], 0
-    for b in range(256):
-        if b in keep:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
-
-
-def _released_layout(state: dict) -> dict:
-    """A checkpoint dict shaped like the released ones: DDP ``module.`` keys, with the bookkeeping
-    entries as numpy scalars (numpy.int64 epoch, numpy.float64 / float32 metrics and hyper-parameters)."""
-    return {
-        "epoch": np.int64(45), "name": "tiny", "state_dict": state,
-        "optimizer": {"state": {}, "param_groups": [{"lr": np.float64(1e-4), "betas": (0.9, 0.99), "eps": 1e-8,
-                                                     "weight_decay": np.float32(0.0), "params": [0, 1]}]},
-        "metrics": {"val_mAP": np.float64(0.41), "best_epoch": np.int32(44), "improved": np.bool_(True)},
-    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def tiny_laion(tmp_path_factory):
     """A random HTSAT-tiny + 1-layer RoBERTa laion CLAP, its byte-level tokenizer, and a profile using them."""
-    from transformers import RobertaConfig
-
     root = tmp_path_factory.mktemp("laion")
-    tokenizer_dir = root / "tokenizer"
-    tokenizer_dir.mkdir()
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    for char in _byte_level_alphabet():
-        vocab[char] = len(vocab)
-    merges = ["Ġ d", "Ġ r", "o g", "a i", "Ġd og", "r ai"]
-    for merge in merges:
-        vocab["".join(merge.split())] = len(vocab)
-    vocab["<mask>"] = len(vocab)
-    (tokenizer_dir / "vocab.json").write_text(json.dumps(vocab))
-    (tokenizer_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-
-    torch.manual_seed(0)
-    config = RobertaConfig(vocab_size=len(vocab), hidden_size=768, num_hidden_layers=1, num_attention_heads=12,
-                           intermediate_size=128, max_position_embeddings=80, type_vocab_size=1,
-                           pad_token_id=1, bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5)
-    model = build_laion_clap("HTSAT-tiny", config).eval()
-    state = {f"module.{k}": v for k, v in model.state_dict().items()}
-    state["module.text_branch.embeddings.position_ids"] = torch.arange(80).unsqueeze(0)  # as old transformers saved it
-    checkpoint = root / "630k-audioset-best.pt"
-    torch.save(_released_layout(state), checkpoint)
+    checkpoint, tokenizer_dir, model = make_tiny_laion(root)
     profile = load_profile("paper", {
         "paths": {"artifacts_dir": str(root / "artifacts")},
         "clap": {"checkpoint": str(checkpoint), "tokenizer_path": str(tokenizer_dir)},

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from vggish_fixtures import make_tiny_vggish_weights
 
 from foley_core.metrics import evaluate_dirs
 from foley_core.metrics.vggish import (
@@ -27,11 +28,7 @@ DCASE_SAMPLES = 88200
 
 @pytest.fixture
 def tiny_weights(tmp_path):
-    torch.manual_seed(0)
-    model = VGGish(channels=(4, 8, 8, 16), fc_width=32)
-    path = tmp_path / "vggish-tiny.pth"
-    torch.save(model.state_dict(), path)
-    return path
+    return make_tiny_vggish_weights(tmp_path / "vggish-tiny.pth")
 
 
 def clip(seed: int, n: int = DCASE_SAMPLES) -> np.ndarray:
