@@ -331,7 +331,8 @@ class FoleyPipeline:
         self.adapter.to(device)
         self.ldm.to(device)
         if precision is not None:
-            self.ldm.unet.to(precision_dtype(precision))
+            if self.ldm.unet.dtype != precision_dtype(precision):  # a no-op cast still makes diffusers warn
+                self.ldm.unet.to(precision_dtype(precision))
             self.precision = precision
         self.device = device
         return self
