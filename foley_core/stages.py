@@ -15,8 +15,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from foley_core.config import Profile
 from foley_core.data.versioning import folder_hash
 from foley_core.fsutil import staged_dir, write_text_atomic
@@ -273,6 +271,8 @@ def export_class(profile: Profile, label: str) -> StageResult:
 # ---------------------------------------------------------------- evaluation and promotion
 def evaluate(profile: Profile) -> StageResult:
     """FAD/KAD per class, class consistency and the ablation (``foley_core.evaluation``)."""
+    import pandas as pd
+
     from foley_core.evaluation import evaluate_generation
 
     where = layout(profile)
@@ -284,8 +284,6 @@ def evaluate(profile: Profile) -> StageResult:
                 "model_version": metrics["model_version"]}
     if metrics.get("official"):
         metadata["official_mean_fad"] = metrics["official"]["mean_fad"]
-    import pandas as pd
-
     markdown = {"ablation": pd.DataFrame(metrics["ablation"]).to_markdown(index=False),
                 "clap_scores": pd.DataFrame(metrics["clap"]).to_markdown(index=False)}
     return StageResult(hashlib.sha256(where.metrics.read_bytes()).hexdigest()[:16], where.metrics, metadata, markdown)

@@ -212,7 +212,6 @@ def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str
 
 def _explain_gate(profile: Profile, outcome: PipelineRun, echo: Callable[[str], None]) -> None:
     evaluated = read_record(layout(profile).record("evaluation_metrics"))
-    promoted = read_record(layout(profile).record("promoted_pipeline"))
     if outcome.failed_checks:
         echo(f"quality gate failed ({', '.join(outcome.failed_checks)}): the model was NOT promoted; "
              f"`foley generate` keeps using the last accepted one")
