@@ -130,36 +130,51 @@ def data_status() -> None:
 @main.command("finetune")
 @click.argument("source", required=False, type=click.Path(path_type=Path))
 @PROFILE_OPTION
-def finetune(source: Path | None, profile: str) -> None:
-    """Fine-tune the embedding adapter on SOURCE (a <Class>/* folder or captioned CSV; default: the
-    profile's own dataset) on top of the profile's pre-trained LDM and CLAP; prints the validation
-    diffusion loss with the adapter and at identity."""
+@click.option("--train", "train_what", type=click.Choice(["adapter", "unet", "all"]),
+              help="what learns the recordings: the adapter, + the UNet, + the vocoder (default: transfer.train)")
+def finetune(source: Path | None, profile: str, train_what: str | None) -> None:
+    """Fine-tune the profile's accepted model on your own recordings in SOURCE (<Class>/<file>,
+    any of the profile's classes, any audio format; default: the profile's transfer.source).
+
+    The CLAP that scores candidates learns the recordings too. The result is promoted (and
+    `foley generate` / `export-dcase` use it) only if its clips are closer to held-out
+    recordings (split by recording) than the base model's, by log-mel FAD and KAD; otherwise
+    the base stays in use and the command exits 3. Classes SOURCE lacks keep the base model."""
     import json
 
-    from foley_core.data.ingest import ingest, load_manifest
-    from foley_core.data.sources import discover_source, source_from_path
-    from foley_core.generation.finetune import finetune_adapter
-    from foley_core.stages import conditioning_text_embedder
+    import pandas as pd
+
+    from foley_core.transfer import GateRefused, finetune_on_recordings, summary_rows
 
     prof = _load(profile)
+    source = source or (prof.resolve(Path(prof.transfer.source)) if prof.transfer.source else None)
+    if source is None:
+        raise UserError(f"name a folder of recordings, or set transfer.source in profile {prof.name!r}")
+    refused = None
     try:
-        if source is None:
-            name, manifest = "dataset", load_manifest(layout(prof).dataset, prof.class_names)
-        else:
-            name = source.resolve().name
-            found = discover_source(source_from_path(source), prof)
-            result = ingest(found.files, found.rejected, layout(prof).ingest(name), prof)
-            click.echo(f"ingested {len(result.clips)} clips from {source} ({len(result.quarantined)} quarantined)")
-            manifest = load_manifest(layout(prof).ingest(name))
-            manifest = manifest[manifest["class"].isin(prof.class_names)]
-        embed, conditioner_version = conditioning_text_embedder(prof)  # the encoder the UNet was trained with
-        metrics = finetune_adapter(prof, manifest, embed, layout(prof).ldm, layout(prof).finetune_source(name),
-                                   clap_version=conditioner_version)
+        record = finetune_on_recordings(prof, source, train_what)
+    except GateRefused as exc:
+        refused = exc
+        record = json.loads((layout(prof).transfer(source.resolve().name) / "transfer.json").read_text())
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc)) from None
-    keys = ("trained", "steps", "loss_first", "loss_final", "val_loss", "val_loss_identity", "train_pairs")
-    click.echo(json.dumps({k: metrics.get(k) for k in keys}, indent=2))
-    click.echo(f"adapter: {layout(prof).finetune_source(name)}")
+    for item in record.get("quarantined", []):
+        click.echo(f"quarantined {item['path']}: {item['reason']}")
+    clap = record["clap"]
+    if "after" in clap:
+        click.echo(f"CLAP zero-shot on held-out recordings: {clap['before']['recordings']['accuracy']:.2f} -> "
+                   f"{clap['after']['recordings']['accuracy']:.2f}; on the profile's own validation clips: "
+                   f"{clap['before']['procedural']['accuracy']:.2f} -> {clap['after']['procedural']['accuracy']:.2f} "
+                   f"({'kept' if clap['kept'] else 'not kept: ' + clap['reason']})")
+    click.echo(pd.DataFrame(summary_rows(record)).to_string(index=False))
+    gate = record["gate"]
+    click.echo(f"mean FAD {gate['base']['mean']['fad']:.1f} -> {gate['finetuned']['mean']['fad']:.1f}, "
+               f"mean KAD {gate['base']['mean']['kad']:.4f} -> {gate['finetuned']['mean']['kad']:.4f} "
+               f"(held-out recordings: {gate['reference_clips']})")
+    if refused is not None:
+        click.echo(str(refused), err=True)
+        raise SystemExit(3)
+    click.echo(f"promoted {record['model_version']} (from {record['base_model_version']}): {record['promoted_to']}")
 
 
 @main.command("evaluate")

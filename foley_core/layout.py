@@ -10,6 +10,7 @@
       generation/<variant>/<Class>/ candidates, selected clips, selection.json
       dcase/<Class>/NNN.wav       the selected clips in the DCASE layout
       evaluation/metrics.json     FAD/KAD, class consistency, ablation
+      transfer/<source>/          `foley finetune SOURCE`: CLAP, fine-tuned model, gate clips, transfer.json
       pipelines/                  promoted model versions, ``latest``, accepted metrics
       records/<asset>[/<part>].json  what each pipeline stage produced (path, version, inputs)
       .foley-run.lock             held by the one `foley run` using this folder
@@ -68,6 +69,10 @@ class Layout:
     def finetune_source(self, name: str) -> Path:
         """The adapter fine-tuned by `foley finetune SOURCE`."""
         return self.root / f"finetune-{name}" / "adapter"
+
+    def transfer(self, name: str) -> Path:
+        """`foley finetune SOURCE`: the fine-tune on a folder of recordings, its gate clips and record."""
+        return self.root / "transfer" / name
 
     def generation(self, variant: str, label: str | None = None) -> Path:
         root = self.root / "generation" / variant

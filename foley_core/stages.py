@@ -181,11 +181,11 @@ def finetune_adapters(profile: Profile) -> StageResult:
         classes = profile.classes_of(model) or profile.class_names
         manifest = load_manifest(where.dataset, classes)
         base = ldm_version(where.ldm_for(model))
-        embed, conditioner_version = conditioning_text_embedder(profile.for_model(model))
+        embed, conditioner_version, unconditional = conditioning_text_embedder(profile.for_model(model))
         for variant in VARIANTS:
             result = finetune_adapter(profile, manifest, embed, where.ldm_for(model), where.finetune(variant, model),
                                       train_adapter=variant == "adapter", base_version=base,
-                                      clap_version=conditioner_version)
+                                      clap_version=conditioner_version, unconditional=unconditional)
             if model is None:
                 runs[variant], main_conditioner = result, conditioner_version
             elif variant == "adapter":
@@ -201,7 +201,8 @@ def finetune_adapters(profile: Profile) -> StageResult:
 
 
 def conditioning_text_embedder(profile: Profile):
-    """(texts -> condition vectors, the conditioner's version): what the adapter is fine-tuned on.
+    """(texts -> condition vectors, the conditioner's version, its unconditional vector): what the
+    adapter is fine-tuned on, and what condition dropout drops to (the vector guidance uses).
 
     The text encoder the UNet was trained with: an imported AudioLDM's own (through
     ``load_conditioner``), else the profile's CLAP text tower, read from the embedding cache."""
@@ -211,9 +212,10 @@ def conditioning_text_embedder(profile: Profile):
 
     clap = load_clap(profile)
     conditioner = load_conditioner(profile, clap=clap)
+    unconditional = conditioner.unconditional().float().cpu()
     if conditioner.kind == "clap":
-        return cached_text_embedder(profile, clap), clap.version
-    return (lambda texts: conditioner.encode(texts).cpu().numpy()), conditioner.version
+        return cached_text_embedder(profile, clap), clap.version, unconditional
+    return (lambda texts: conditioner.encode(texts).cpu().numpy()), conditioner.version, unconditional
 
 
 def model_version(profile: Profile) -> str:
@@ -323,3 +325,80 @@ def write_report(profile: Profile, run_label: str = "") -> StageResult:
     folder = write_run_outputs(profile, run_label)
     digest = hashlib.sha256(where.metrics.read_bytes() + content_version(where.dcase, "*.wav").encode())
     return StageResult(digest.hexdigest()[:16], folder, {"report": str(folder / "report.html")})
+
+
+# ---------------------------------------------------------------- transfer: the profile's own recordings
+def snapshot_own_recordings(profile: Profile) -> tuple[StageResult, list[str]]:
+    """``transfer.source`` versioned (mirrored into data/own/ and tracked when DVC tracks data/)."""
+    from foley_core.data.own import recordings_source, snapshot_recordings
+    from foley_core.data.recordings import recording_of, recordings_from_manifest
+    from foley_core.data.sources import discover_source, source_from_path
+
+    source = recordings_source(profile)
+    if source is None:
+        raise ValueError(f"profile {profile.name!r} names no transfer.source")
+    snapshot = snapshot_recordings(profile, source)
+    found = discover_source(source_from_path(snapshot.path), profile)
+    named = recordings_from_manifest(snapshot.path)
+    recordings: dict[str, set] = {}
+    for item in found.files:
+        recordings.setdefault(item.label, set()).add(named.get(str(item.path), recording_of(item.path)))
+    usable = [c for c in profile.class_names if len(recordings.get(c, ())) >= 2]
+    warnings = list(snapshot.warnings)
+    if not usable:
+        warnings.append(f"{source}: no class has two or more recordings, so there is nothing to hold out and "
+                        "finetuned_model will refuse it")
+    metadata = {"data_version": snapshot.version, "versioned_by": snapshot.versioned_by, "source": str(source),
+                "files_per_class": dict(sorted(Counter(f.label for f in found.files).items())),
+                "recordings_per_class": {c: len(r) for c, r in sorted(recordings.items())},
+                "classes_to_finetune": usable, "quarantined": len(found.rejected),
+                "quarantined_per_reason": dict(sorted(Counter(r.reason for r in found.rejected).items())),
+                "non_audio_files_ignored": len(found.ignored)}
+    return StageResult(snapshot.version, snapshot.path, metadata), warnings
+
+
+def finetune_on_source(profile: Profile, recordings: Path | None = None) -> StageResult:
+    """The accepted model fine-tuned on ``recordings`` (default: ``transfer.source``), gated, promoted
+    if better (``foley_core.transfer``). A refusal is a result, not an error: the version is the
+    model ``latest`` points at afterwards, so a refused fine-tune changes nothing downstream."""
+    import pandas as pd
+
+    from foley_core.data.ingest import QUARANTINE
+    from foley_core.data.own import recordings_source
+    from foley_core.generation.pipeline import PIPELINE_CONFIG, latest_pipeline_dir, pipelines_dir
+    from foley_core.transfer import RESULT, GateRefused, finetune_on_recordings, summary_rows
+
+    source = recordings_source(profile)
+    if recordings is None and source is None:
+        raise ValueError(f"profile {profile.name!r} names no transfer.source")
+    recordings = Path(recordings or source).resolve()
+    if not (pipelines_dir(profile) / "latest").exists():
+        return StageResult("none", pipelines_dir(profile) / "latest", {
+            "promoted": False, "model_version": "none", "reasons": "no accepted model to fine-tune yet"})
+    work = layout(profile).transfer(recordings.name)
+    try:
+        record, refused = finetune_on_recordings(profile, recordings), None
+    except GateRefused as exc:
+        record, refused = json.loads((work / RESULT).read_text()), exc
+    latest = json.loads((latest_pipeline_dir(profile) / PIPELINE_CONFIG).read_text()).get("model_version", "")
+    ingested = layout(profile).ingest(recordings.name)
+    quarantined = sum(max(len(path.read_text().splitlines()) - 1, 0) for path in
+                      [*ingested.glob(f"*/{QUARANTINE}"), ingested / "quarantine_unassigned.csv"] if path.is_file())
+    gate = record["gate"]
+    metadata = {"promoted": refused is None, "model_version": latest, "finetuned_model": record["model_version"],
+                "base_model_version": record["base_model_version"],
+                "source_data_version": record.get("source_dvc_version") or record["source_data_version"],
+                "clips_version": record["source_data_version"], "source": record["source"], "train": record["train"],
+                "classes": record["classes"], "split": record["split"], "settings": record["settings"],
+                "quarantined": quarantined, "seconds": record.get("seconds"),
+                "mean_fad_base": gate["base"]["mean"]["fad"], "mean_fad_finetuned": gate["finetuned"]["mean"]["fad"],
+                "mean_kad_base": gate["base"]["mean"]["kad"], "mean_kad_finetuned": gate["finetuned"]["mean"]["kad"],
+                "clap_kept": record["clap"].get("kept"), "clap_note": record["clap"].get("reason") or None}
+    if "after" in record["clap"]:  # zero-shot accuracy on the held-out recordings and the profile's own val clips
+        metadata["clap_zero_shot"] = {f"{data}_{when}": record["clap"][when][data]["accuracy"]
+                                      for data in ("recordings", "procedural") for when in ("before", "after")}
+    if refused is None:
+        metadata["promoted_to"] = record["promoted_to"]
+    else:
+        metadata.update(reasons=str(refused), rejected_model=record["model_version"])
+    return StageResult(latest, work, metadata, {"per_class": pd.DataFrame(summary_rows(record)).to_markdown(index=False)})

@@ -7,7 +7,10 @@
 - ``retrain_on_data_change`` (sensor, on by default) re-snapshots the data when ``data.dvc``
   records a different version of *this profile's* sources than the last snapshot. It stays
   quiet while a `foley run` holds the artifacts folder: that run's own rewrite of
-  ``data.dvc`` is not new data, and the run itself recomputes what depends on it.
+  ``data.dvc`` is not new data, and the run itself recomputes what depends on it. When the
+  profile names ``transfer.source``, it also fires when the recordings' recorded version
+  (their part of ``data.dvc``, or their content hash outside DVC) differs from the last
+  ``own_recordings`` snapshot; the job snapshots both.
 - ``weekly_retraining`` (schedule, off by default) re-snapshots the data every Monday 03:00,
   picking up files added to ``data/`` without ``dvc add``; the cascade does the rest.
 - Updates made by `foley run` itself (runs tagged ``foley/pid``) do not trigger the cascade:
@@ -69,7 +72,8 @@ def weekly_retraining() -> ScheduleDefinition:
 def data_change_sensor(profile: Profile) -> SensorDefinition:
     @sensor(name="retrain_on_data_change", job_name=SNAPSHOT_JOB, minimum_interval_seconds=60,
             default_status=DefaultSensorStatus.RUNNING,
-            description="Snapshot the data when data.dvc records a new version of this profile's sources.")
+            description="Snapshot the data when data.dvc records a new version of this profile's sources "
+                        "(or of its own recordings, transfer.source).")
     def retrain_on_data_change(context: SensorEvaluationContext):
         return data_change_request(profile)
 
@@ -88,8 +92,24 @@ def data_change_request(profile: Profile) -> RunRequest | SkipReason:
     if snapshot is None:
         return SkipReason("no data snapshot yet: run `foley run` or materialise raw_foley_data")
     current = recorded_data_version(profile)
+    if current is not None and snapshot.version != current:
+        return RunRequest(run_key=f"data-{current}", tags={"foley/trigger": f"data.dvc:{current}"})
+    recordings = _recordings_request(profile)
+    if recordings is not None:
+        return recordings
     if current is None:
         return SkipReason("no data recorded (data.dvc or the source folders) to compare with")
-    if snapshot.version == current:
-        return SkipReason(f"this profile's data unchanged ({current})")
-    return RunRequest(run_key=f"data-{current}", tags={"foley/trigger": f"data.dvc:{current}"})
+    return SkipReason(f"this profile's data unchanged ({current})")
+
+
+def _recordings_request(profile: Profile) -> RunRequest | None:
+    """A snapshot run when the recordings of ``transfer.source`` are recorded at a new version."""
+    from foley_core.data.own import recorded_recordings_version
+
+    if not profile.transfer.source:
+        return None
+    current = recorded_recordings_version(profile)
+    snapshot = read_record(layout(profile).record("own_recordings"))
+    if current is None or (snapshot is not None and snapshot.version == current):
+        return None
+    return RunRequest(run_key=f"recordings-{current}", tags={"foley/trigger": f"recordings:{current}"})

@@ -29,6 +29,9 @@ JOBS = {
     "foley_generation_per_class": (["generated_candidates", "selected_outputs"],
                                    "per target class: candidates, selection, DCASE export"),
 }
+# ... and, when the profile names transfer.source, the transfer step's assets in the same jobs: the data
+# sensor and the weekly schedule snapshot the recordings with the raw data
+TRANSFER_JOB_ASSETS = {SNAPSHOT_JOB: ["own_recordings"], "foley_models": ["finetuned_model"]}
 
 
 def build_definitions(profile_name: str | None = None, overrides: dict | None = None) -> Definitions:
@@ -37,8 +40,9 @@ def build_definitions(profile_name: str | None = None, overrides: dict | None = 
         overrides = json.loads(os.environ.get("FOLEY_OVERRIDES") or "{}")
     profile = load_profile(profile_name, overrides)
     assets, checks = build_assets(profile)
-    jobs = [define_asset_job(name, selection=AssetSelection.assets(*[[asset_prefix(profile), a] for a in names]),
-                             description=description)
+    extra = TRANSFER_JOB_ASSETS if profile.transfer.source else {}
+    jobs = [define_asset_job(name, selection=AssetSelection.assets(
+                *[[asset_prefix(profile), a] for a in [*names, *extra.get(name, [])]]), description=description)
             for name, (names, description) in JOBS.items()]
     settings = {"name": profile_name, "overrides_json": json.dumps(overrides)}
     return Definitions(

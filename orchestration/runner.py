@@ -36,6 +36,13 @@ from orchestration.definitions import build_definitions
 # Dagster's console logger prints every engine event; the terminal gets one line per
 # stage instead, and the full event log is in the UI.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Snapshots of data outside the artifacts (data/, transfer.source): always run, they are the cheap
+# check that the data did not change
+SNAPSHOTS = ("raw_foley_data", "own_recordings")
+ADVISORY = ("finetuned_model",)  # assets whose failed checks do not mean the main model was refused
+# Run on their own, after the group before them: their freshness is judged on what that group just
+# promoted (within one group, freshness is judged before any of it runs)
+RUN_ALONE = ("finetuned_model",)
 
 
 @dataclass
@@ -126,7 +133,7 @@ def _groups(assets: list[AssetsDefinition]) -> list[tuple[list[AssetsDefinition]
     """Assets in dependency order (as built), consecutive ones with the same partitioning grouped."""
     groups: list[tuple[list[AssetsDefinition], object]] = []
     for assets_def in assets:
-        if groups and groups[-1][1] == assets_def.partitions_def:
+        if groups and groups[-1][1] == assets_def.partitions_def and assets_def.key.path[-1] not in RUN_ALONE:
             groups[-1][0].append(assets_def)
         else:
             groups.append(([assets_def], assets_def.partitions_def))
@@ -182,8 +189,11 @@ def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str
         for group, partitions_def in _groups(assets):
             for partition in partitions_def.get_partition_keys() if partitions_def else [None]:
                 # freshness is judged afresh after each run: upstream versions may just have changed
-                todo = [a for a in group if force or a.key.path[-1] == "raw_foley_data"
-                        or not is_fresh(profile, a, partition, by_key)]
+                todo: list[AssetsDefinition] = []
+                for a in group:  # in dependency order: downstream of a stale asset of the group is stale too
+                    upstream_stale = any(k in {t.key for t in todo} for k in a.keys_by_input_name.values())
+                    if force or a.key.path[-1] in SNAPSHOTS or upstream_stale or not is_fresh(profile, a, partition, by_key):
+                        todo.append(a)
                 label = ", ".join(a.key.path[-1] for a in group) + (f" [{partition}]" if partition else "")
                 if not todo:
                     outcome.skipped.append(label)
@@ -195,7 +205,8 @@ def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str
                                      run_config=QUIET_CONSOLE, raise_on_error=False)
                 outcome.run_ids.append(result.run_id)
                 failed = [f"{e.asset_key.path[-1]}:{e.check_name}"
-                          for e in result.get_asset_check_evaluations() if not e.passed]
+                          for e in result.get_asset_check_evaluations()
+                          if not e.passed and e.asset_key.path[-1] not in ADVISORY]
                 outcome.failed_checks += failed
                 if not result.success and not failed:
                     raise RuntimeError(f"{label} failed; see run {result.run_id} in `make ui` (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
@@ -207,7 +218,30 @@ def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str
         outcome.output_dir = report.location
         echo(terminal_summary(profile, outcome.output_dir))
     _explain_gate(profile, outcome, echo)
+    _explain_transfer(profile, outcome, echo)
     return outcome
+
+
+def _explain_transfer(profile: Profile, outcome: PipelineRun, echo: Callable[[str], None]) -> None:
+    """One line on the fine-tune on transfer.source, when this run made it."""
+    import json
+
+    from foley_core.data.own import recordings_source
+    from foley_core.transfer import RESULT
+
+    if not any("finetuned_model" in label for label in outcome.materialised) or not profile.transfer.source:
+        return
+    path = layout(profile).transfer(recordings_source(profile).name) / RESULT
+    if not path.is_file():
+        echo("fine-tune on transfer.source: nothing to fine-tune yet (no accepted model)")
+        return
+    record = json.loads(path.read_text())
+    if record["gate"]["problems"]:
+        echo(f"fine-tune on {profile.transfer.source}: {record['model_version']} NOT promoted "
+             f"({'; '.join(record['gate']['problems'])}); `foley generate` keeps using the model before it")
+    else:
+        echo(f"fine-tune on {profile.transfer.source}: promoted {record['model_version']} "
+             f"(from {record['base_model_version']}); `foley generate` uses it")
 
 
 def _explain_gate(profile: Profile, outcome: PipelineRun, echo: Callable[[str], None]) -> None:

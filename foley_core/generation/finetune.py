@@ -47,8 +47,9 @@ class AdapterModule(UnetModule):
     """The UNet's denoising loss with the condition passed through the adapter first."""
 
     def __init__(self, components: LdmComponents, adapter: EmbeddingAdapter, profile: Profile, *,
-                 train_adapter: bool, train_unet: bool):
-        super().__init__(components.unet, DDPMScheduler.from_config(components.scheduler_config), profile.ldm.unet)
+                 train_adapter: bool, train_unet: bool, unconditional: torch.Tensor | None = None):
+        super().__init__(components.unet, DDPMScheduler.from_config(components.scheduler_config), profile.ldm.unet,
+                         unconditional=unconditional)
         self.adapter = adapter
         self.train_adapter, self.train_unet = train_adapter, train_unet
         self.learning_rate = profile.finetune.learning_rate
@@ -106,8 +107,12 @@ def validation_loss(components: LdmComponents, adapter: EmbeddingAdapter, means:
 
 
 def finetune_adapter(profile: Profile, manifest: pd.DataFrame, embed_text: TextEmbedder, ldm_dir: Path, out_dir: Path,
-                     *, train_adapter: bool = True, base_version: str = "", clap_version: str = "") -> dict:
-    """Fine-tune on the target classes' clips; writes the adapter (+ UNet if trained) and metrics.json."""
+                     *, train_adapter: bool = True, base_version: str = "", clap_version: str = "",
+                     unconditional: torch.Tensor | None = None) -> dict:
+    """Fine-tune on the target classes' clips; writes the adapter (+ UNet if trained) and metrics.json.
+
+    ``unconditional``: what condition dropout drops to when the UNet trains (the guidance's
+    "no condition"; None = the zero vector of models trained here)."""
     out_dir = Path(out_dir)
     targets = manifest[manifest["is_target"].astype(str).str.lower() == "true"].rename(columns={"class": "class_"})
     train, val = targets[targets["split"] == "train"].reset_index(drop=True), targets[targets["split"] == "val"].reset_index(drop=True)
@@ -132,7 +137,8 @@ def finetune_adapter(profile: Profile, manifest: pd.DataFrame, embed_text: TextE
     data = InMemoryDataModule(LatentConditions(means[pick], stds[pick], text), profile.finetune.batch_size,
                               profile.trainer.num_workers, profile.seed)
     steps = profile.finetune.steps if (train_adapter or train_unet) else 0
-    module = AdapterModule(components, adapter, profile, train_adapter=train_adapter, train_unet=train_unet)
+    module = AdapterModule(components, adapter, profile, train_adapter=train_adapter, train_unet=train_unet,
+                           unconditional=unconditional)
     name = "finetune-adapter" if train_adapter else "finetune-identity"
     run, _ = fit(profile, name, module, data, steps, fresh_if_retraining(out_dir.parent / "training" / name / key))
 

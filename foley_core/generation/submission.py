@@ -57,12 +57,16 @@ def generate_selected(pipeline: FoleyPipeline, profile: Profile, label: str, n_c
 
 def pipeline_for_class(default: FoleyPipeline, folder: Path | None, profile: Profile, label: str,
                        loaded: dict[str, FoleyPipeline] | None = None) -> FoleyPipeline:
-    """The pipeline a class generates with: ``default``, or, for a class routed to a named LDM
-    (``ldm.models``), that model's pipeline saved in the promoted ``folder`` (``models/<name>/``)."""
+    """The pipeline a class generates with: ``default``, or, for a class routed to another model,
+    that model's pipeline saved in the promoted ``folder`` (``models/<name>/``). The routing the
+    folder records (``class_models`` in its pipeline.json) wins: a fine-tuned version sends the
+    classes it was not fine-tuned on to its base. Otherwise the profile's ``ldm.models`` decide."""
     from foley_core.generation.pipeline import CLASS_MODELS, place
 
-    model = profile.model_of(label)
-    if model is None or folder is None:
+    if folder is None:
+        return default
+    model = _recorded_routes(Path(folder)).get(label, profile.model_of(label))
+    if model is None:
         return default
     loaded = {} if loaded is None else loaded
     if model not in loaded:
@@ -72,3 +76,18 @@ def pipeline_for_class(default: FoleyPipeline, folder: Path | None, profile: Pro
                                     f"{CLASS_MODELS}/{model}/: promote a model trained with this profile")
         loaded[model] = place(FoleyPipeline.from_pretrained(sub, profile), profile.generation)
     return loaded[model]
+
+
+def _recorded_routes(folder: Path) -> dict[str, str | None]:
+    """``{class: model}`` as the promoted folder records it; a fine-tuned version lists every class
+    (None = the folder's own model), so the profile's routing no longer applies to it."""
+    import json
+
+    from foley_core.generation.pipeline import PIPELINE_CONFIG
+
+    path = folder / PIPELINE_CONFIG
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    routes = config.get("class_models") or {}
+    if config.get("transfer"):
+        return {label: routes.get(label) for label in set(routes) | set(config["transfer"]["classes"])}
+    return routes

@@ -66,11 +66,19 @@ class VocoderModule(pl.LightningModule):
 
 
 class UnetModule(pl.LightningModule):
-    """Denoising loss on scaled VAE latents with condition dropout (zero vector = unconditional) and an EMA."""
+    """Denoising loss on scaled VAE latents with condition dropout and an EMA.
 
-    def __init__(self, unet: UNet2DConditionModel, scheduler: DDPMScheduler, cfg: UnetConfig):
+    A dropped condition becomes ``unconditional``: the vector the sampler guides against (a zero
+    vector for models trained here, an imported AudioLDM's embedding of "" for those), so the
+    "no condition" the UNet learns is the one guidance uses."""
+
+    def __init__(self, unet: UNet2DConditionModel, scheduler: DDPMScheduler, cfg: UnetConfig, *,
+                 condition_dropout: float | None = None, unconditional: torch.Tensor | None = None):
         super().__init__()
         self.unet, self.scheduler, self.cfg = unet, scheduler, cfg
+        self.condition_dropout = cfg.condition_dropout if condition_dropout is None else condition_dropout
+        self.register_buffer("unconditional", None if unconditional is None else unconditional.detach().float().reshape(-1),
+                             persistent=False)
         self.ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
 
     def compute_loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -83,8 +91,9 @@ class UnetModule(pl.LightningModule):
             target = self.scheduler.get_velocity(latents, noise, steps)
         else:
             target = noise
-        dropped = torch.rand(len(conditions), 1, device=conditions.device) < self.cfg.condition_dropout
-        conditions = torch.where(dropped, torch.zeros_like(conditions), conditions)
+        dropped = torch.rand(len(conditions), 1, device=conditions.device) < self.condition_dropout
+        empty = torch.zeros_like(conditions) if self.unconditional is None else self.unconditional.expand_as(conditions)
+        conditions = torch.where(dropped, empty.to(conditions.dtype), conditions)
         predicted = self.unet(unet_input(self.unet, noisy), steps, encoder_hidden_states=None, class_labels=conditions).sample
         loss = F.mse_loss(predicted.float(), target.float())
         return loss, {}

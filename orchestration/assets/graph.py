@@ -3,9 +3,14 @@
     raw_foley_data -> foley_dataset[class] -> clap_model -> clap_embeddings[class] -> pretrained_ldm
     -> finetuned_adapter -> generated_candidates[class] -> selected_outputs[class]
     -> evaluation_metrics (+ blocking checks) -> promoted_pipeline -> foley_report
+
+and, when the profile names ``transfer.source`` (a folder of the user's own recordings):
+
+    own_recordings -> finetuned_model (+ non-blocking check) <- promoted_pipeline
 """
 
 
+import json
 import re
 
 from dagster import (
@@ -69,6 +74,23 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
         for warning in warnings:
             context.log.warning(warning)
         return stage_output(context, result)
+
+    own = []  # the transfer step's assets: only when the profile names a folder of its own recordings
+    if profile.transfer.source:
+        @asset(**common, group_name="data",
+               code_version=version(["foley_core.data.own", "foley_core.data.versioning", "foley_core.data.sources"],
+                                    ["transfer", "dvc", "data", "classes"]),
+               description="The profile's own recordings (transfer.source): mirrored into data/own/ and tracked "
+                           "when DVC tracks data/, else versioned by content hash.")
+        def own_recordings(context: AssetExecutionContext, foley: FoleyProfile):
+            prof = foley.load()
+            with artifacts_lock(context, prof):
+                result, warnings = stages.snapshot_own_recordings(prof)
+            for warning in warnings:
+                context.log.warning(warning)
+            return stage_output(context, result)
+
+        own.append(own_recordings)
 
     @asset(**common, ins=ins("raw_foley_data"), group_name="data", partitions_def=dataset_parts,
            code_version=version(DATA_MODULES, ["data", "audio", "classes"]),
@@ -190,6 +212,44 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
         return run_stage(context, foley, stages.write_report, context.run_id,
                             promoted_pipeline=promoted_pipeline, evaluation_metrics=evaluation_metrics)
 
-    assets = [raw_foley_data, foley_dataset, clap_model, clap_embeddings, pretrained_ldm, finetuned_adapter,
-              generated_candidates, selected_outputs, evaluation_metrics, promoted_pipeline, foley_report]
-    return assets, [dcase_export_valid, no_quality_regression]
+    transfer, transfer_checks = [], []
+    if profile.transfer.source:
+        @asset(**common, ins=ins("promoted_pipeline", "own_recordings"), group_name="transfer", pool=COMPUTE,
+               code_version=version(["foley_core.transfer", "foley_core.clap.adapt", "foley_core.data.recordings",
+                                     "foley_core.data.own", "foley_core.ldm.modules", "foley_core.generation.pipeline",
+                                     "foley_core.generation.submission", "foley_core.evaluation"],
+                                    ["transfer", "generation", "evaluation", "classes", "audio", "seed", "trainer"]),
+               description="The accepted model fine-tuned on own_recordings (CLAP audio tower, adapter / UNet / "
+                           "vocoder per transfer.train), promoted only if its clips are closer to held-out "
+                           "recordings than the base's. A refusal is not a failure: the base stays in use.")
+        def finetuned_model(context: AssetExecutionContext, foley: FoleyProfile, promoted_pipeline: Artifact,
+                            own_recordings: Artifact):
+            prof = foley.load()
+            with artifacts_lock(context, prof):
+                result = stages.finetune_on_source(prof, own_recordings.location)
+            if not result.metadata["promoted"]:
+                context.log.warning(result.metadata["reasons"])
+            return stage_output(context, result, promoted_pipeline=promoted_pipeline, own_recordings=own_recordings)
+
+        @asset_check(asset=finetuned_model, blocking=False,
+                     description="The fine-tuned model beat the base on the held-out recordings (mean FAD and KAD).")
+        def transfer_gate(foley: FoleyProfile) -> AssetCheckResult:
+            from foley_core.data.own import recordings_source
+            from foley_core.transfer import RESULT
+
+            prof = foley.load()
+            path = layout(prof).transfer(recordings_source(prof).name) / RESULT
+            if not path.is_file():
+                return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,
+                                        metadata={"problems": f"no fine-tune recorded at {path}"})
+            record = json.loads(path.read_text())
+            problems = record["gate"]["problems"]
+            return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.WARN, metadata={
+                "problems": "; ".join(problems) or "none", "finetuned_model": record["model_version"],
+                "base_model": record["base_model_version"]})
+
+        transfer, transfer_checks = [finetuned_model], [transfer_gate]
+
+    assets = [raw_foley_data, *own, foley_dataset, clap_model, clap_embeddings, pretrained_ldm, finetuned_adapter,
+              generated_candidates, selected_outputs, evaluation_metrics, promoted_pipeline, foley_report, *transfer]
+    return assets, [dcase_export_valid, no_quality_regression, *transfer_checks]

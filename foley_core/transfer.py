@@ -1,0 +1,432 @@
+"""Fine-tune the accepted model on a user's own recordings: the paper's transfer step.
+
+The paper pre-trains on broad data, then fine-tunes on the DCASE development set. Here the
+"broad" model is the profile's accepted one (``pipelines/latest``) and the development set
+is a folder of the user's recordings (``<Class>/<file>``, any subset of the classes, mixed
+formats). ``finetune_on_recordings`` runs the whole step:
+
+1. **Ingest** the folder (bad files quarantined, as everywhere) and split it *by recording*
+   (``foley_core.data.recordings``): held-out clips are never slices of a training recording.
+2. **CLAP**: its audio tower learns the recordings (``foley_core.clap.adapt``), text side
+   frozen, so selection ranks real candidates. Kept only if it classifies the held-out
+   recordings at least as well as before and the profile's own validation clips no more than
+   ``transfer.clap_max_drop`` worse.
+3. **Generator**: the adapter (``--train adapter``), or adapter + UNet (``unet``), or adapter +
+   UNet + vocoder (``all``), on the training recordings' latents, each paired with the text
+   embeddings of its caption and its class's prompts. Condition dropout uses the vector the
+   sampler guides against (``FoleyPipeline.unconditional_embedding``).
+4. **Gate**: the base and the fine-tuned model generate the held classes with the same seeds
+   and the profile's per-class selection; log-mel FAD and KAD to the held-out recordings. The
+   rule is the main pipeline's (``evaluation.regression``, NaN refused) with no margin: the
+   fine-tuned model must not be worse than the base on either mean.
+5. **Promotion** (only past the gate): a new version in ``pipelines/`` that generates the held
+   classes with the fine-tuned model and every other class exactly as the base did (its
+   folder carries the base as ``models/base/``), with the lineage in ``pipeline.json``:
+   base version, the recordings' data version and folder, the settings. ``latest`` moves to
+   it; ``foley generate`` and ``foley export-dcase`` use it.
+
+Everything is written under ``artifacts/<profile>/transfer/<name>/``; a finished fine-tune of
+the same base, data, settings and code is reused (``foley run --force`` semantics: set
+``FOLEY_RETRAIN=1`` to redo it).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from diffusers import DDPMScheduler
+
+from foley_core.config import Profile
+from foley_core.data.versioning import file_hash
+from foley_core.env import retrain_requested
+from foley_core.fsutil import exclusive_lock, replace_symlink, staged_dir, write_text_atomic
+from foley_core.layout import layout
+
+log = logging.getLogger(__name__)
+
+TRAIN_CHOICES = ("adapter", "unet", "all")
+BASE_MODEL = "base"  # in a fine-tuned version: models/base/, the base model the classes without recordings use
+RESULT = "transfer.json"
+
+
+class GateRefused(RuntimeError):
+    """The fine-tuned model did not beat the base on the held-out recordings: nothing was promoted."""
+
+
+@dataclass
+class SourceData:
+    name: str
+    root: Path
+    manifest: pd.DataFrame  # target-class clips, split by recording
+    classes: list[str]  # the profile's classes the recordings hold (with train and held-out clips)
+    version: str  # content of the clips and their split
+    quarantined: list = field(default_factory=list)
+    data_version: str = ""  # the recordings' DVC version (or content hash): foley_core.data.own
+
+    @property
+    def train(self) -> pd.DataFrame:
+        return self.manifest[self.manifest["split"] == "train"].reset_index(drop=True)
+
+    @property
+    def val(self) -> pd.DataFrame:
+        return self.manifest[self.manifest["split"] == "val"].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- data
+def ingest_recordings(profile: Profile, source: Path) -> SourceData:
+    """Ingest ``source`` into ``artifacts/<profile>/ingest/<name>/`` and split it by recording."""
+    from foley_core.data.ingest import ingest, load_manifest
+    from foley_core.data.own import snapshot_recordings
+    from foley_core.data.recordings import split_by_recording
+    from foley_core.data.sources import discover_source, source_from_path
+
+    source = Path(source)
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: expected a folder of recordings in the <Class>/<file> layout")
+    name = source.resolve().name
+    snapshot = snapshot_recordings(profile, source)  # under DVC: mirrored into data/own/<name>, tracked
+    source = snapshot.path
+    found = discover_source(source_from_path(source), profile)
+    out = layout(profile).ingest(name)
+    result = ingest(found.files, found.rejected, out, profile)
+    manifest = load_manifest(out)
+    manifest = manifest[manifest["class"].isin(profile.class_names)]
+    if manifest.empty:
+        raise ValueError(f"{source} holds no usable recording of the profile's classes "
+                         f"({', '.join(profile.class_names)}); {len(result.quarantined)} file(s) quarantined")
+    manifest = split_by_recording(manifest, profile.transfer.val_fraction, root=source)
+    splits = manifest.groupby("class")["split"].agg(set)
+    classes = [c for c in profile.class_names if c in splits and {"train", "val"} <= splits[c]]
+    skipped = sorted(set(splits.index) - set(classes))
+    if skipped:
+        log.warning(f"{', '.join(skipped)}: one recording only, so nothing to hold out; not fine-tuned on")
+    if not classes:
+        raise ValueError(f"{source}: no class has two or more recordings, so none can be held out to check the "
+                         "fine-tune against (files named <name>-1.wav, <name>-2.wav count as one recording)")
+    manifest = manifest[manifest["class"].isin(classes)].reset_index(drop=True)
+    version = hashlib.sha256(json.dumps(sorted(zip(manifest["content_hash"], manifest["split"]))).encode()).hexdigest()[:16]
+    return SourceData(name, source.resolve(), manifest, classes, version, list(result.quarantined), snapshot.version)
+
+
+# ---------------------------------------------------------------- generator fine-tuning
+class TransferModule(pl.LightningModule):
+    """The UNet's denoising loss on ``adapter(text)``; the UNet trains too unless ``train_unet`` is off."""
+
+    def __init__(self, unet_module, adapter, *, train_unet: bool, learning_rate: float, adapter_learning_rate: float):
+        super().__init__()
+        self.inner, self.adapter, self.train_unet = unet_module, adapter, train_unet
+        self.learning_rate, self.adapter_learning_rate = learning_rate, adapter_learning_rate
+        self.inner.unet.requires_grad_(train_unet)
+        self.adapter.requires_grad_(True)
+
+    def training_step(self, batch, batch_index):
+        means, stds, text = batch
+        loss, _ = self.inner.compute_loss((means, stds, self.adapter(text)))
+        self.log("transfer/loss", loss)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.train_unet:
+            self.inner.update_ema()
+
+    def on_fit_start(self) -> None:
+        self.inner.ema.to(self.device)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ema"] = self.inner.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.inner.ema.load_state_dict(checkpoint["ema"])
+
+    def configure_optimizers(self):
+        groups = [{"params": list(self.adapter.parameters()), "lr": self.adapter_learning_rate}]
+        if self.train_unet:
+            groups.append({"params": list(self.inner.unet.parameters()), "lr": self.learning_rate})
+        return torch.optim.AdamW(groups, weight_decay=0.0)
+
+
+def _clip_texts(rows: pd.DataFrame, profile: Profile) -> tuple[list[int], list[str]]:
+    """Each clip paired with its caption and each of its class's prompts (clip index, text)."""
+    index, texts = [], []
+    for i, (caption, label) in enumerate(zip(rows["caption"], rows["class"])):
+        for text in dict.fromkeys([caption, *profile.class_config(label).prompts]):
+            index.append(i)
+            texts.append(text)
+    return index, texts
+
+
+def finetune_generator(profile: Profile, base, train: pd.DataFrame, train_what: str, work_dir: Path) -> tuple[dict, object, object]:
+    """Fine-tune ``base``'s adapter (and UNet) on ``train``; returns (run metrics, adapter, unet or None)."""
+    from foley_core.generation.adapter import EmbeddingAdapter
+    from foley_core.generation.finetune import _latents
+    from foley_core.ldm.data import InMemoryDataModule, LatentConditions
+    from foley_core.ldm.modules import UnetModule
+    from foley_core.ldm.training import fit
+
+    cfg = profile.transfer
+    pl.seed_everything(profile.seed, workers=True)
+    components = base.ldm
+    train_unet = train_what in ("unet", "all")
+    adapter = EmbeddingAdapter(base.adapter.dim)
+    adapter.load_state_dict(base.adapter.state_dict())
+    unet = type(components.unet).from_config(components.unet.config)
+    unet.load_state_dict(components.unet.state_dict())
+    unet.train()
+    index, texts = _clip_texts(train, profile)
+    means, stds = _latents(components, train.rename(columns={"class": "class_"}), profile)
+    with torch.no_grad():
+        text = base.conditioner.encode(texts).float().cpu()
+    pick = torch.tensor(index)
+    dataset = LatentConditions(means[pick], stds[pick], text)
+    data = InMemoryDataModule(dataset, min(cfg.batch_size, len(dataset)), profile.trainer.num_workers, profile.seed)
+    inner = UnetModule(unet, DDPMScheduler.from_config(components.scheduler_config), profile.ldm.unet,
+                       condition_dropout=cfg.condition_dropout, unconditional=base.unconditional_embedding().float().cpu())
+    module = TransferModule(inner, adapter, train_unet=train_unet, learning_rate=cfg.learning_rate,
+                            adapter_learning_rate=cfg.adapter_learning_rate)
+    run, _ = fit(profile, f"transfer-{train_what}", module, data, cfg.steps, work_dir)
+    adapter.eval().requires_grad_(False)
+    return {**run, "train_pairs": len(texts)}, adapter, (inner.ema_unet() if train_unet else None)
+
+
+def finetune_vocoder(profile: Profile, base, train: pd.DataFrame, work_dir: Path, out_dir: Path) -> dict:
+    """The vocoder, from the base's weights, on the training recordings (``--train all``)."""
+    from foley_core.ldm.training import train_vocoder
+
+    cfg = profile.transfer
+    vocoder = profile.ldm.vocoder.model_copy(update={"steps": cfg.vocoder_steps, "learning_rate": cfg.vocoder_learning_rate})
+    tuned = profile.model_copy(update={"ldm": profile.ldm.model_copy(update={"vocoder": vocoder})})
+    init = copy.deepcopy(base.ldm.vocoder).float().train().requires_grad_(True)
+    return train_vocoder(tuned, train.assign(split="train"), out_dir, work_dir=work_dir, init=init)
+
+
+# ---------------------------------------------------------------- the whole step
+def _fingerprint(profile: Profile, base_version: str, data: SourceData, train_what: str) -> str:
+    here = Path(__file__).parent
+    code = [file_hash(p) for p in (Path(__file__), here / "clap" / "adapt.py", here / "ldm" / "modules.py",
+                                   here / "data" / "recordings.py", here / "resume.py")]
+    settings = [profile.transfer.model_dump(mode="json", exclude={"source"}), profile.seed, train_what,
+                base_version, data.version, code]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _base_model(profile: Profile) -> tuple[Path, dict]:
+    from foley_core.generation.pipeline import PIPELINE_CONFIG, latest_pipeline_dir
+
+    folder = latest_pipeline_dir(profile)
+    config = json.loads((folder / PIPELINE_CONFIG).read_text())
+    if config.get("transfer"):  # latest is itself a fine-tune: start again from the model it was made from
+        base = folder.parent / config["transfer"]["base_model_version"]
+        if base.is_dir():
+            return base, json.loads((base / PIPELINE_CONFIG).read_text())
+    return folder, config
+
+
+def finetune_on_recordings(profile: Profile, source: Path, train_what: str | None = None) -> dict:
+    """Ingest, fine-tune, gate and (if it passes) promote; returns the result record.
+
+    Raises ``GateRefused`` (after writing the record) when the fine-tuned model is not better."""
+    from foley_core.generation.pipeline import FoleyPipeline, place
+
+    train_what = train_what or profile.transfer.train
+    if train_what not in TRAIN_CHOICES:
+        raise ValueError(f"--train must be one of {', '.join(TRAIN_CHOICES)}, got {train_what!r}")
+    started = time.perf_counter()
+    data = ingest_recordings(profile, source)
+    base_dir, base_config = _base_model(profile)
+    base_version = base_config.get("model_version", base_dir.name)
+    work = layout(profile).transfer(data.name)
+    key = _fingerprint(profile, base_version, data, train_what)
+    candidate_dir = work / "model"
+    previous = _read(work / RESULT)
+    if previous and previous.get("fingerprint") == key and candidate_dir.is_dir() and not retrain_requested():
+        record = previous
+        log.info(f"fine-tune of {base_version} on {data.name} is up to date")
+    else:
+        base = place(FoleyPipeline.from_pretrained(base_dir, profile), profile.generation)
+        record = _train_candidate(profile, base, base_dir, data, train_what, work, candidate_dir, key)
+        record.update(fingerprint=key, base_model_version=base_version, source=str(data.root), source_name=data.name,
+                      source_data_version=data.version, train=train_what, classes=data.classes,
+                      source_dvc_version=data.data_version,
+                      settings=profile.transfer.model_dump(mode="json"),
+                      split={c: {s: int(n) for s, n in g["split"].value_counts().items()}
+                             for c, g in data.manifest.groupby("class")})
+        record["gate"] = gate(profile, base_dir, candidate_dir, data, work)
+        record["model_version"] = _version(candidate_dir, base_version)
+        record["seconds"] = round(time.perf_counter() - started, 1)
+        write_text_atomic(work / RESULT, json.dumps(record, indent=2, sort_keys=True))
+    record["quarantined"] = [{"path": q.path, "reason": q.reason} for q in data.quarantined]
+    if record["gate"]["problems"]:
+        raise GateRefused(f"fine-tuned model {record['model_version']} not promoted: "
+                          f"{'; '.join(record['gate']['problems'])}; {base_version} stays in use")
+    record["promoted_to"] = str(promote_transfer(profile, base_dir, base_config, candidate_dir, record))
+    return record
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _version(candidate_dir: Path, base_version: str) -> str:
+    from foley_core.data.versioning import folder_hash
+
+    return "ft-" + hashlib.sha256((folder_hash(candidate_dir, "*.safetensors") + base_version).encode()).hexdigest()[:16]
+
+
+def _train_candidate(profile: Profile, base, base_dir: Path, data: SourceData, train_what: str, work: Path,
+                     candidate_dir: Path, key: str) -> dict:
+    """Adapt the CLAP, fine-tune the generator, save the candidate pipeline; returns the training record."""
+    from foley_core.clap.encoder import TrainedClapEncoder
+    from foley_core.generation.pipeline import FoleyPipeline
+    from foley_core.ldm.training import fresh_if_retraining
+
+    record: dict = {}
+    # Checkpoints are resumed only by a run of the same base, data, settings and code: an
+    # interrupted fine-tune continues, a different one starts afresh.
+    training = fresh_if_retraining(work / "training" / key)
+    for stale in (work / "training").glob("*"):
+        if stale.name != key and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    clap_dir = work / "clap"
+    if base.clap_source == "trained":
+        record["clap"] = adapt_clap(profile, base_dir / "clap", data, clap_dir)
+        clap = TrainedClapEncoder.load(clap_dir if record["clap"]["kept"] else base_dir / "clap")
+    else:  # a LAION checkpoint was trained on millions of real clips: it already knows real sounds
+        record["clap"] = {"kept": False, "reason": f"the {base.clap_source} CLAP is used as it is"}
+        clap = base.clap
+    run, adapter, unet = finetune_generator(profile, base, data.train, train_what, training)
+    record["generator"] = run
+    ldm = base.ldm
+    if unet is not None:
+        ldm = dataclasses.replace(ldm, unet=unet)
+    if train_what == "all" and base.ldm.vocoder is not None:
+        vocoder_dir = work / "vocoder"
+        record["vocoder"] = {k: v for k, v in finetune_vocoder(profile, base, data.train, training / "vocoder",
+                                                               vocoder_dir).items() if not isinstance(v, (bytes, dict))}
+        from transformers import SpeechT5HifiGan
+
+        ldm = dataclasses.replace(ldm, vocoder=SpeechT5HifiGan.from_pretrained(vocoder_dir, use_safetensors=True))
+    candidate = FoleyPipeline(clap, adapter, ldm, sampler=base.sampler, steps=base.steps, clap_source=base.clap_source,
+                              conditioner=base.conditioner, convention=base.convention)
+    with staged_dir(candidate_dir) as staging:
+        clap_folder = (clap_dir if record["clap"].get("kept") else base_dir / "clap") if base.clap_source == "trained" else None
+        candidate.save_pretrained(staging, clap_folder=clap_folder)
+    return record
+
+
+def adapt_clap(profile: Profile, base_clap: Path, data: SourceData, out_dir: Path) -> dict:
+    """Fine-tune the CLAP's audio tower; keep it only if it does not lose what it knew."""
+    from foley_core.clap.adapt import adapt_audio_tower, class_prompt_embeddings, zero_shot_accuracy
+    from foley_core.clap.encoder import TrainedClapEncoder
+    from foley_core.data.ingest import load_manifest
+
+    cfg = profile.transfer
+    classes = profile.class_names
+    own = load_manifest(layout(profile).dataset, classes)
+    replay, procedural_val = own[own["split"] == "train"], own[own["split"] == "val"]
+
+    def scores(encoder) -> dict:
+        prompts = class_prompt_embeddings(encoder, profile, classes)
+        return {"recordings": zero_shot_accuracy(encoder, list(data.val["abs_path"]), list(data.val["class"]), prompts, classes),
+                "procedural": zero_shot_accuracy(encoder, list(procedural_val["abs_path"]), list(procedural_val["class"]),
+                                                 prompts, classes)}
+
+    before = scores(TrainedClapEncoder.load(base_clap))
+    run = adapt_audio_tower(profile, base_clap, data.train, replay, classes, out_dir, steps=cfg.clap_steps,
+                            learning_rate=cfg.clap_learning_rate, batch_size=cfg.clap_batch_size)
+    after = scores(TrainedClapEncoder.load(out_dir))
+    drop = before["procedural"]["accuracy"] - after["procedural"]["accuracy"]
+    kept = after["recordings"]["accuracy"] >= before["recordings"]["accuracy"] and not drop > cfg.clap_max_drop
+    return {"kept": bool(kept), "before": before, "after": after, "run": run,
+            "reason": "" if kept else "the adapted CLAP did not classify the recordings better or lost more than "
+                                      f"{cfg.clap_max_drop} on the profile's validation clips"}
+
+
+# ---------------------------------------------------------------- the gate
+def gate(profile: Profile, base_dir: Path, candidate_dir: Path, data: SourceData, work: Path) -> dict:
+    """Base vs fine-tuned on the held-out recordings of each held class (same seeds, same selection)."""
+    from foley_core.evaluation import class_consistency, consistent_classes, distance_row, make_profile_embedder, regression
+    from foley_core.generation.pipeline import FoleyPipeline, place
+    from foley_core.generation.store import save_class_generation
+    from foley_core.generation.submission import generate_selected, pipeline_for_class
+
+    embedder = make_profile_embedder(profile)
+    references = {c: embedder.embed_files(list(rows["abs_path"])) for c, rows in data.val.groupby("class")}
+    n = profile.transfer.eval_clips_per_class
+    result: dict = {"embedder": embedder.name, "reference": f"held-out recordings of {data.root} (split by recording)",
+                    "clips_per_class": n, "reference_clips": {c: int(n) for c, n in data.val["class"].value_counts().items()}}
+    generated: dict[str, dict[str, np.ndarray]] = {}
+    for who, folder in (("base", base_dir), ("finetuned", candidate_dir)):
+        default = place(FoleyPipeline.from_pretrained(folder, profile), profile.generation)
+        loaded: dict = {}
+        generated[who] = {}
+        for label in data.classes:
+            pipeline = pipeline_for_class(default, folder, profile, label, loaded) if who == "base" else default
+            gen = generate_selected(pipeline, profile, label, n, stage=f"gate: {label} ({who})")
+            save_class_generation(gen, work / "gate" / who / label)
+            generated[who][label] = embedder.embed(list(gen.selected), gen.sample_rate)
+        per_class = {c: distance_row(generated[who][c], references[c]) for c in data.classes}
+        consistency = class_consistency(generated[who], references)
+        result[who] = {"per_class": per_class,
+                       "mean": {k: float(np.mean([row[k] for row in per_class.values()])) for k in ("fad", "kad")},
+                       "consistent_classes": consistent_classes(consistency),
+                       "class_consistency_fad": consistency.to_dict(orient="index")}
+    result["problems"] = regression(result["finetuned"]["mean"], result["base"]["mean"], 0.0)
+    result["better_classes"] = {k: [c for c in data.classes if result["finetuned"]["per_class"][c][k] < result["base"]["per_class"][c][k]]
+                                for k in ("fad", "kad")}
+    return result
+
+
+# ---------------------------------------------------------------- promotion
+def promote_transfer(profile: Profile, base_dir: Path, base_config: dict, candidate_dir: Path, record: dict) -> Path:
+    """``pipelines/<version>/``: the fine-tuned model for the held classes, the base for the others; ``latest`` -> it."""
+    from foley_core.generation.pipeline import CLASS_MODELS, LOCK, METRICS, PIPELINE_CONFIG, pipelines_dir
+
+    root = pipelines_dir(profile)
+    folder = root / record["model_version"]
+    base_routes = base_config.get("class_models") or {c: profile.model_of(c) for c in profile.class_names
+                                                       if profile.model_of(c) is not None}
+    routes = {}
+    for label in profile.class_names:
+        if label not in record["classes"]:
+            routes[label] = base_routes.get(label) or BASE_MODEL
+    with exclusive_lock(root / LOCK):
+        with staged_dir(folder) as staging:
+            shutil.copytree(candidate_dir, staging, dirs_exist_ok=True)
+            for model in sorted(set(routes.values())):
+                source = base_dir if model == BASE_MODEL else base_dir / CLASS_MODELS / model
+                shutil.copytree(source, staging / CLASS_MODELS / model, ignore=shutil.ignore_patterns(CLASS_MODELS))
+            config = json.loads((staging / PIPELINE_CONFIG).read_text())
+            config.update(model_version=record["model_version"], profile=profile.name, class_models=routes,
+                          transfer={k: record[k] for k in ("base_model_version", "source", "source_data_version",
+                                                           "train", "classes", "settings", "fingerprint")})
+            write_text_atomic(staging / PIPELINE_CONFIG, json.dumps(config, indent=2, sort_keys=True))
+            write_text_atomic(staging / METRICS, json.dumps(record["gate"], indent=2))
+        replace_symlink(root / "latest", folder.name)
+    return folder
+
+
+def summary_rows(record: dict) -> list[dict]:
+    """One row per held class: FAD / KAD of base and fine-tuned clips to the held-out recordings."""
+    gate_ = record["gate"]
+    rows = []
+    for label in record["classes"]:
+        b, f = gate_["base"]["per_class"][label], gate_["finetuned"]["per_class"][label]
+        rows.append({"class": label, "fad_base": round(b["fad"], 1), "fad_finetuned": round(f["fad"], 1),
+                     "kad_base": round(b["kad"], 4), "kad_finetuned": round(f["kad"], 4),
+                     "consistent_base": label in gate_["base"]["consistent_classes"],
+                     "consistent_finetuned": label in gate_["finetuned"]["consistent_classes"]})
+    return rows
+
