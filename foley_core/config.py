@@ -271,16 +271,17 @@ class TransferConfig(_Strict):
     """`foley finetune SOURCE`: the accepted model fine-tuned on a user's own recordings (foley_core.transfer)."""
 
     source: str | None = None  # a <Class>/<file> folder: the graph fine-tunes on it after every promotion
-    train: Literal["adapter", "unet", "all"] = "unet"  # all = adapter + UNet + vocoder
-    steps: int = Field(600, ge=0)
+    # Defaults measured on ../shared/data/real-foley with the cpu model (docs/finetune.md)
+    train: Literal["adapter", "unet", "all"] = "all"  # all = adapter + UNet + vocoder
+    steps: int = Field(1000, ge=0)
     batch_size: int = Field(16, ge=1)
-    learning_rate: float = Field(5e-4, gt=0)  # the UNet's
+    learning_rate: float = Field(1e-3, gt=0)  # the UNet's
     adapter_learning_rate: float = Field(1e-3, gt=0)
     condition_dropout: float = Field(0.1, ge=0, lt=1)
-    vocoder_steps: int = Field(500, ge=0)
+    vocoder_steps: int = Field(1000, ge=0)
     vocoder_learning_rate: float = Field(2e-4, gt=0)
-    clap_steps: int = Field(200, ge=0)
-    clap_learning_rate: float = Field(3e-4, gt=0)
+    clap_steps: int = Field(300, ge=0)
+    clap_learning_rate: float = Field(5e-4, gt=0)
     clap_batch_size: int = Field(32, ge=1)
     clap_max_drop: float = Field(0.05, ge=0, le=1)  # the adapted CLAP may lose this much on the profile's own val clips
     val_fraction: float = Field(0.25, gt=0, lt=1)  # of each class's clips, whole recordings held out for the gate

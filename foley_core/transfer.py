@@ -116,7 +116,8 @@ def ingest_recordings(profile: Profile, source: Path) -> SourceData:
         raise ValueError(f"{source}: no class has two or more recordings, so none can be held out to check the "
                          "fine-tune against (files named <name>-1.wav, <name>-2.wav count as one recording)")
     manifest = manifest[manifest["class"].isin(classes)].reset_index(drop=True)
-    version = hashlib.sha256(json.dumps(sorted(zip(manifest["content_hash"], manifest["split"]))).encode()).hexdigest()[:16]
+    clips = sorted(zip(manifest["content_hash"], manifest["split"], manifest["caption"]))  # what the fine-tune learns from
+    version = hashlib.sha256(json.dumps(clips).encode()).hexdigest()[:16]
     return SourceData(name, source.resolve(), manifest, classes, version, list(result.quarantined), snapshot.version)
 
 
@@ -202,14 +203,40 @@ def finetune_generator(profile: Profile, base, train: pd.DataFrame, train_what: 
 
 
 def finetune_vocoder(profile: Profile, base, train: pd.DataFrame, work_dir: Path, out_dir: Path) -> dict:
-    """The vocoder, from the base's weights, on the training recordings (``--train all``)."""
-    from foley_core.ldm.training import train_vocoder
+    """The vocoder, from the base's weights, on the training recordings (``--train all``).
+
+    It learns from each clip's log-mel *and* from that log-mel after a round trip through the
+    base VAE, both against the real waveform. Generated audio reaches the vocoder through the
+    VAE decoder, never as an exact log-mel; a vocoder fine-tuned on exact log-mels alone
+    rebuilt held-out recordings far better (log-mel FAD 9,390 -> 401 on Footstep) yet made
+    generated clips worse (8,851 -> 29,197), because the decoder's output is not what it learnt."""
+    from foley_core.ldm.data import InMemoryDataModule, VocoderSegments, compute_log_mels, load_waveforms
+    from foley_core.ldm.mel import pad_frames
+    from foley_core.ldm.models import unet_downsampling, vae_downsampling
+    from foley_core.ldm.modules import VocoderModule
+    from foley_core.ldm.training import fit
 
     cfg = profile.transfer
-    vocoder = profile.ldm.vocoder.model_copy(update={"steps": cfg.vocoder_steps, "learning_rate": cfg.vocoder_learning_rate})
-    tuned = profile.model_copy(update={"ldm": profile.ldm.model_copy(update={"vocoder": vocoder})})
-    init = copy.deepcopy(base.ldm.vocoder).float().train().requires_grad_(True)
-    return train_vocoder(tuned, train.assign(split="train"), out_dir, work_dir=work_dir, init=init)
+    ldm = base.ldm
+    vocoder_cfg = profile.ldm.vocoder.model_copy(update={"learning_rate": cfg.vocoder_learning_rate})
+    pl.seed_everything(profile.seed, workers=True)
+    waves = load_waveforms(train, ldm.audio)
+    mels = compute_log_mels(waves, ldm.front_end)
+    with torch.no_grad():
+        frames = mels.shape[-2]
+        images = ldm.normalisation.normalise(pad_frames(mels, vae_downsampling(ldm.vae) * unet_downsampling(ldm.unet)))
+        decoded = torch.cat([ldm.vae.decode(ldm.vae.encode(images[i : i + 32]).latent_dist.mean).sample
+                             for i in range(0, len(images), 32)])
+        through_vae = ldm.normalisation.denormalise(decoded)[..., :frames, :]
+    segments = VocoderSegments(torch.cat([mels, through_vae]), torch.cat([waves, waves]), vocoder_cfg.segment_frames,
+                               ldm.audio.hop_length)
+    data = InMemoryDataModule(segments, min(vocoder_cfg.batch_size, len(segments)), profile.trainer.num_workers, profile.seed)
+    module = VocoderModule(copy.deepcopy(ldm.vocoder).float().train().requires_grad_(True), ldm.front_end, vocoder_cfg)
+    run, _ = fit(profile, "transfer-vocoder", module, data, cfg.vocoder_steps, work_dir)
+    vocoder = module.vocoder.cpu().eval()
+    with staged_dir(out_dir) as staging:
+        vocoder.save_pretrained(staging, safe_serialization=True)
+    return run
 
 
 # ---------------------------------------------------------------- the whole step
@@ -410,8 +437,9 @@ def promote_transfer(profile: Profile, base_dir: Path, base_config: dict, candid
                 shutil.copytree(source, staging / CLASS_MODELS / model, ignore=shutil.ignore_patterns(CLASS_MODELS))
             config = json.loads((staging / PIPELINE_CONFIG).read_text())
             config.update(model_version=record["model_version"], profile=profile.name, class_models=routes,
-                          transfer={k: record[k] for k in ("base_model_version", "source", "source_data_version",
-                                                           "train", "classes", "settings", "fingerprint")})
+                          transfer={k: record.get(k) for k in ("base_model_version", "source", "source_data_version",
+                                                               "source_dvc_version", "train", "classes", "settings",
+                                                               "fingerprint")})
             write_text_atomic(staging / PIPELINE_CONFIG, json.dumps(config, indent=2, sort_keys=True))
             write_text_atomic(staging / METRICS, json.dumps(record["gate"], indent=2))
         replace_symlink(root / "latest", folder.name)
