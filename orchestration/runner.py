@@ -170,6 +170,20 @@ def is_fresh(profile: Profile, assets_def: AssetsDefinition, partition: str | No
     return record.inputs == current_inputs(profile, assets_def, partition, by_key)
 
 
+def stale_in_group(group: list[AssetsDefinition], fresh: Callable[[AssetsDefinition], bool],
+                   force: bool = False) -> list[AssetsDefinition]:
+    """The assets of a group (in dependency order) to run: every one when forced, the snapshots,
+    the ones ``fresh`` rejects, and everything downstream of those inside the group. Freshness is
+    read before any of the group runs, so an asset whose upstream in the group is about to change
+    still looks fresh against the upstream's old output."""
+    todo: list[AssetsDefinition] = []
+    for a in group:
+        upstream_stale = any(k in {t.key for t in todo} for k in a.keys_by_input_name.values())
+        if force or a.key.path[-1] in SNAPSHOTS or upstream_stale or not fresh(a):
+            todo.append(a)
+    return todo
+
+
 def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str], None], force: bool) -> PipelineRun:
     ensure_dagster_home()
     quiet_training_logs()
@@ -189,11 +203,7 @@ def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str
         for group, partitions_def in _groups(assets):
             for partition in partitions_def.get_partition_keys() if partitions_def else [None]:
                 # freshness is judged afresh after each run: upstream versions may just have changed
-                todo: list[AssetsDefinition] = []
-                for a in group:  # in dependency order: downstream of a stale asset of the group is stale too
-                    upstream_stale = any(k in {t.key for t in todo} for k in a.keys_by_input_name.values())
-                    if force or a.key.path[-1] in SNAPSHOTS or upstream_stale or not is_fresh(profile, a, partition, by_key):
-                        todo.append(a)
+                todo = stale_in_group(group, lambda a: is_fresh(profile, a, partition, by_key), force)
                 label = ", ".join(a.key.path[-1] for a in group) + (f" [{partition}]" if partition else "")
                 if not todo:
                     outcome.skipped.append(label)

@@ -223,3 +223,19 @@ def test_foley_run_fine_tunes_on_the_source_and_a_refused_gate_is_not_a_failure(
     assert os.readlink(where.pipelines / "latest") == target
     now = read_record(where.record("own_recordings")).version
     assert now != own.version and read_record(where.record("finetuned_model")).inputs["own_recordings"] == now
+
+
+def test_foley_run_reruns_what_follows_a_stale_stage_within_a_group():
+    """Within one group, freshness is read before any of it runs: a stage downstream of a stale
+    one looked fresh against the old output and was skipped until the next run."""
+    from orchestration.definitions import build_definitions
+    from orchestration.runner import _groups, stale_in_group
+
+    assets = list(build_definitions("smoke").assets)
+    group = next(g for g, _ in _groups(assets) if "evaluation_metrics" in [a.key.path[-1] for a in g])
+    names = [a.key.path[-1] for a in group]
+    assert names[:2] == ["evaluation_metrics", "promoted_pipeline"]
+    todo = stale_in_group(group, lambda a: a.key.path[-1] != "evaluation_metrics")
+    assert [a.key.path[-1] for a in todo][:2] == ["evaluation_metrics", "promoted_pipeline"]
+    assert stale_in_group(group, lambda a: True) == []
+    assert len(stale_in_group(group, lambda a: True, force=True)) == len(group)
