@@ -159,20 +159,10 @@ class TransferModule(pl.LightningModule):
         return torch.optim.AdamW(groups, weight_decay=0.0)
 
 
-def _clip_texts(rows: pd.DataFrame, profile: Profile) -> tuple[list[int], list[str]]:
-    """Each clip paired with its caption and each of its class's prompts (clip index, text)."""
-    index, texts = [], []
-    for i, (caption, label) in enumerate(zip(rows["caption"], rows["class"])):
-        for text in dict.fromkeys([caption, *profile.class_config(label).prompts]):
-            index.append(i)
-            texts.append(text)
-    return index, texts
-
-
 def finetune_generator(profile: Profile, base, train: pd.DataFrame, train_what: str, work_dir: Path) -> tuple[dict, object, object]:
     """Fine-tune ``base``'s adapter (and UNet) on ``train``; returns (run metrics, adapter, unet or None)."""
     from foley_core.generation.adapter import EmbeddingAdapter
-    from foley_core.generation.finetune import _latents
+    from foley_core.generation.finetune import _clip_texts, _latents
     from foley_core.ldm.data import InMemoryDataModule, LatentConditions
     from foley_core.ldm.modules import UnetModule
     from foley_core.ldm.training import fit
@@ -186,8 +176,9 @@ def finetune_generator(profile: Profile, base, train: pd.DataFrame, train_what: 
     unet = type(components.unet).from_config(components.unet.config)
     unet.load_state_dict(components.unet.state_dict())
     unet.train()
-    index, texts = _clip_texts(train, profile)
-    means, stds = _latents(components, train.rename(columns={"class": "class_"}), profile)
+    rows = train.rename(columns={"class": "class_"})  # the main fine-tune's column name
+    index, texts = _clip_texts(rows, profile)
+    means, stds = _latents(components, rows, profile)
     with torch.no_grad():
         text = base.conditioner.encode(texts).float().cpu()
     pick = torch.tensor(index)

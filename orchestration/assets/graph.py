@@ -62,18 +62,22 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
 
     common = {"key_prefix": [prefix], "automation_condition": RETRAIN}
 
+    def snapshot_output(context: AssetExecutionContext, foley: FoleyProfile, snapshot):
+        """A data snapshot stage (``snapshot(profile) -> (StageResult, warnings)``) under the artifacts lock."""
+        prof = foley.load()
+        with artifacts_lock(context, prof):
+            result, warnings = snapshot(prof)
+        for warning in warnings:
+            context.log.warning(warning)
+        return stage_output(context, result)
+
     @asset(**common, group_name="data",
            code_version=version(["foley_core.data.raw", "foley_core.data.synth", "foley_core.data.versioning"],
                                 ["data", "audio", "seed"]),
            description="The DVC-tracked raw data (data/): synthetic corpus, DCASE dev set, captioned corpora. "
                        "Its version covers this profile's sources only.")
     def raw_foley_data(context: AssetExecutionContext, foley: FoleyProfile):
-        prof = foley.load()
-        with artifacts_lock(context, prof):
-            result, warnings = stages.snapshot_data(prof)
-        for warning in warnings:
-            context.log.warning(warning)
-        return stage_output(context, result)
+        return snapshot_output(context, foley, stages.snapshot_data)
 
     own = []  # the transfer step's assets: only when the profile names a folder of its own recordings
     if profile.transfer.source:
@@ -83,12 +87,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
                description="The profile's own recordings (transfer.source): mirrored into data/own/ and tracked "
                            "when DVC tracks data/, else versioned by content hash.")
         def own_recordings(context: AssetExecutionContext, foley: FoleyProfile):
-            prof = foley.load()
-            with artifacts_lock(context, prof):
-                result, warnings = stages.snapshot_own_recordings(prof)
-            for warning in warnings:
-                context.log.warning(warning)
-            return stage_output(context, result)
+            return snapshot_output(context, foley, stages.snapshot_own_recordings)
 
         own.append(own_recordings)
 
