@@ -66,6 +66,7 @@ def build(profile: Profile, which: str) -> tuple[pl.LightningModule, object]:
 def plain_loop(module: pl.LightningModule, batch, steps: int, warmup: int) -> float:
     """Seconds per step of a hand-written loop: forward, backward, optimizer step (+ EMA for the UNet)."""
     optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer  # the rate's schedule is not timed
     module.train()
     for step in range(warmup + steps):
         if step == warmup:

@@ -59,7 +59,7 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -666,6 +666,21 @@ def time_workload(engine, work: Workload, setting: Setting, clips: int, device: 
             "finite_audio": finite}  # fmt: skip
 
 
+def projected_workload(engine, work: Workload, setting: Setting, args, device: torch.device, class_index: int) -> dict:
+    """The paper setting timed at two small step counts and extrapolated to ``setting.steps``: seconds per clip
+    are a fixed part (decoding, vocoder, scoring) plus one UNet batch per step, so two points fix the line.
+    For a CPU where 200 steps of the 10-candidate class take most of an hour."""
+    low, high = args.paper_from_steps
+    at = {n: time_workload(engine, work, replace(setting, steps=n), args.clips, device, MAX_BATCH_ROWS, class_index)
+          for n in (low, high)}  # fmt: skip
+    per_step = (at[high]["s_per_clip"] - at[low]["s_per_clip"]) / (high - low)
+    fixed = at[low]["s_per_clip"] - low * per_step
+    s_per_clip = fixed + setting.steps * per_step
+    return {**at[high], "s_per_clip": s_per_clip, "s_per_candidate": s_per_clip / work.candidates,
+            "seconds": s_per_clip * args.clips, "projected_from_steps": [low, high], "s_per_step": per_step,
+            "s_fixed": fixed, "measured_s_per_clip": {str(n): at[n]["s_per_clip"] for n in at}}  # fmt: skip
+
+
 def check_batching(engine, probe: UnetProbe, setting: Setting) -> dict:
     """A 2-step, 2-candidate guided call: one UNet call per step with 4 rows means cond and uncond are batched."""
     probe.reset()
@@ -755,7 +770,10 @@ def run(args) -> dict:
         rows = []
         for index, work in enumerate(groups):
             probe.reset()
-            timed = time_workload(engine, work, setting, args.clips, device, MAX_BATCH_ROWS, index)
+            if setting.name == "paper" and args.paper_from_steps:
+                timed = projected_workload(engine, work, setting, args, device, index)
+            else:
+                timed = time_workload(engine, work, setting, args.clips, device, MAX_BATCH_ROWS, index)
             timed["unet_calls"], timed["max_rows_per_unet_call"] = len(probe.calls), max(r for r, _ in probe.calls)
             for c in work.classes:
                 rows.append({"class": c["name"], "candidates": work.candidates, "guidance": c["guidance"],
@@ -814,7 +832,9 @@ def render(report: dict) -> str:
               "|---|---|---|---|---|---|---|---|"]
     for s in report["settings"]:
         speed = f"{s['speedup_vs_paper']:.1f}x" if "speedup_vs_paper" in s else "-"
-        lines.append(f"| {s['name']} | {s['sampler']} | {s['steps']} | {s['precision']} | {s['mean_s_per_clip']:.2f} | "
+        projected = s["classes"][0].get("projected_from_steps") if s["classes"] else None
+        steps = f"{s['steps']} (projected from {projected[0]} and {projected[1]})" if projected else s["steps"]
+        lines.append(f"| {s['name']} | {s['sampler']} | {steps} | {s['precision']} | {s['mean_s_per_clip']:.2f} | "
                      f"{s['projected_hours_700']:.2f} | {speed} | {s['peak_memory_bytes'] / 2**30:.2f} GiB |")
     if report["settings"]:
         lines.append(f"peak memory: {report['settings'][0]['memory']}; 700 clips = 7 classes x 100, the mean over "
@@ -830,6 +850,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clips", type=int, default=2, help="selected clips timed per setting and class (default 2)")
     parser.add_argument("--steps-paper", type=int, default=200)
     parser.add_argument("--steps-fast", type=int, default=25)
+    parser.add_argument("--paper-from-steps", type=lambda v: tuple(int(x) for x in v.split(",")),
+                        help="LOW,HIGH: time the paper setting at these step counts and extrapolate to --steps-paper "
+                             "(linear in steps; for a CPU, where 200 steps take hours)")
     parser.add_argument("--precision-fast", choices=list(DTYPES), help="default: bf16 on CPU, fp16 on CUDA")
     parser.add_argument("--settings", default="paper,fast", help="comma list of paper, fast, fast-fp32")
     parser.add_argument("--classes", help="comma list (default: all 7)")
@@ -843,6 +866,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.clips < 1 or args.steps_paper < 1 or args.steps_fast < 1:
         parser.error("--clips, --steps-paper and --steps-fast must be >= 1")
+    if args.paper_from_steps and (len(args.paper_from_steps) != 2 or not 1 <= args.paper_from_steps[0] < args.paper_from_steps[1]):
+        parser.error("--paper-from-steps takes LOW,HIGH with 1 <= LOW < HIGH")
     unknown = set(args.settings.split(",")) - {"paper", "fast", "fast-fp32"}
     if unknown:
         parser.error(f"unknown settings {sorted(unknown)}")

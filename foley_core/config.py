@@ -194,6 +194,8 @@ class ClapConfig(_Strict):
     steps: int = Field(300, ge=0)
     batch_size: int = Field(32, ge=2)
     learning_rate: float = Field(1e-3, gt=0)
+    # Lightning precision for this model's training (e.g. bf16-mixed); null = trainer.precision.
+    precision: str | None = None
 
 class VaeConfig(_Strict):
     block_out_channels: list[int] = Field([16, 32, 32], min_length=1)
@@ -204,6 +206,10 @@ class VaeConfig(_Strict):
     learning_rate: float = Field(1e-3, gt=0)
     kl_weight: float = Field(1e-6, ge=0)
     crop_frames: int = Field(96, ge=0)  # train on random crops this many frames long; 0 = whole clips
+    # constant | cosine: the learning rate falls to 0 at `steps` (converges in fewer steps, docs/benchmarks.md)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    # Lightning precision for this model's training (e.g. bf16-mixed); null = trainer.precision.
+    precision: str | None = None
 
 
 class UnetConfig(_Strict):
@@ -220,6 +226,10 @@ class UnetConfig(_Strict):
     train_timesteps: int = Field(1000, ge=10)
     beta_schedule: Literal["squaredcos_cap_v2", "scaled_linear", "linear"] = "squaredcos_cap_v2"
     frequency_channel: bool = True  # an extra input channel holding frequency position (cpu prototype: helped)
+    # constant | cosine: the learning rate falls to 0 at `steps` (converges in fewer steps, docs/benchmarks.md)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    # Lightning precision for this model's training (e.g. bf16-mixed); null = trainer.precision.
+    precision: str | None = None
 
 
 class VocoderConfig(_Strict):
@@ -236,6 +246,10 @@ class VocoderConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     learning_rate: float = Field(2e-4, gt=0)
     griffinlim_iters: int = Field(16, ge=1)
+    # constant | cosine: the learning rate falls to 0 at `steps` (converges in fewer steps, docs/benchmarks.md)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    # Lightning precision for this model's training (e.g. bf16-mixed); null = trainer.precision.
+    precision: str | None = None
 
     @model_validator(mode="after")
     def _check_layers(self) -> "VocoderConfig":
@@ -265,6 +279,8 @@ class FinetuneConfig(_Strict):
     steps: int = Field(300, ge=0)
     batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
+    # Lightning precision for this model's training (e.g. bf16-mixed); null = trainer.precision.
+    precision: str | None = None
 
 
 class TransferConfig(_Strict):

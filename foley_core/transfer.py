@@ -209,7 +209,8 @@ def finetune_vocoder(profile: Profile, base, train: pd.DataFrame, work_dir: Path
 
     cfg = profile.transfer
     ldm = base.ldm
-    vocoder_cfg = profile.ldm.vocoder.model_copy(update={"learning_rate": cfg.vocoder_learning_rate})
+    # its own steps at a constant rate (the main vocoder's schedule is sized to the main vocoder's steps)
+    vocoder_cfg = profile.ldm.vocoder.model_copy(update={"learning_rate": cfg.vocoder_learning_rate, "lr_schedule": "constant"})
     pl.seed_everything(profile.seed, workers=True)
     waves = load_waveforms(train, ldm.audio)
     mels = compute_log_mels(waves, ldm.front_end)

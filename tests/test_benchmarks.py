@@ -91,6 +91,22 @@ def test_paper_size_tiny_runs_through_foley_pipeline(capsys):
     assert "| fast-fp32 | dpmsolver++ | 2 | fp32 |" in capsys.readouterr().out
 
 
+def test_paper_setting_projected_from_two_step_counts_is_their_line(capsys):
+    """On a CPU the paper's 200 steps are timed at two small step counts and extrapolated: the projection
+    is the line through the two measurements, and the table says it was projected."""
+    bench = load("bench_paper_size")
+    report = bench.main(["--size", "tiny", "--engine", "mirror", "--steps-paper", "40", "--paper-from-steps", "2,4",
+                         "--settings", "paper", "--clips", "1", "--classes", "GunShot"])  # fmt: skip
+    row = report["settings"][0]["classes"][0]
+    low, high = row["measured_s_per_clip"]["2"], row["measured_s_per_clip"]["4"]
+    assert row["projected_from_steps"] == [2, 4] and positive(low) and positive(high)
+    assert row["s_per_clip"] == pytest.approx(low + (40 - 2) * (high - low) / 2)
+    assert report["settings"][0]["steps"] == 40
+    assert "| paper | ddim | 40 (projected from 2 and 4) | fp32 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--paper-from-steps", "4,2"])
+
+
 @pytest.mark.parametrize("scorer", ["cheap", "htsat"])
 def test_mirror_loop_gives_foley_pipelines_waveforms_and_scores(scorer):
     bench = load("bench_paper_size")

@@ -159,6 +159,28 @@ def test_cache_computes_only_new_clips(trained, tmp_path):
         changed.update_audio(encoder, dog)
 
 
+def test_cached_text_embedder_reads_each_cache_once_and_encodes_only_what_is_missing(trained, monkeypatch):
+    from foley_core.clap.cache import cached_text_embedder
+    from foley_core.layout import layout
+
+    profile, _, _, encoder = trained
+    for label in ("DogBark", "Footstep"):
+        EmbeddingCache(layout(profile).embeddings(label), encoder.version).update_text(encoder, profile.class_config(label).prompts)
+    embed = cached_text_embedder(profile, encoder)
+    loads, encoded = [], []
+    original_load, original_encode = EmbeddingCache._load, encoder.encode_text
+    monkeypatch.setattr(EmbeddingCache, "_load", lambda self, kind: loads.append(kind) or original_load(self, kind))
+    monkeypatch.setattr(encoder, "encode_text", lambda texts: encoded.append(list(texts)) or original_encode(texts))
+    dog, step = profile.class_config("DogBark").prompts[0], profile.class_config("Footstep").prompts[0]
+    texts = [dog, "a text no cache holds", step] * 200  # a fine-tune asks for thousands of mostly repeated texts
+    rows = embed(texts)
+    assert rows.shape == (600, encoder.embed_dim)
+    np.testing.assert_allclose(rows[:3], original_encode([dog, "a text no cache holds", step]).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(rows[3:6], rows[:3])
+    assert encoded == [["a text no cache holds"]]  # once, not 200 times
+    assert len(loads) <= len(profile.class_names)  # at most one reload per cache, not one per miss
+
+
 def test_paraphrases_are_held_out_and_cover_every_class():
     table = load_paraphrases()
     assert list(table.columns) == ["prompt", "class"] and len(table) >= 28

@@ -147,6 +147,61 @@ def test_losses_fall_on_a_tiny_overfit_case(which, dataset, tmp_path):
     assert metrics["loss_final"] < limit * metrics["loss_first"], metrics
 
 
+class _Precision(Callback):
+    """Records the precision Lightning trained with and whether CPU autocast was on in the step."""
+
+    def __init__(self):
+        self.precision, self.autocast = None, []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.precision = trainer.precision
+        compute_loss = pl_module.compute_loss
+
+        def recording(batch):
+            self.autocast.append(torch.is_autocast_enabled("cpu"))
+            return compute_loss(batch)
+
+        pl_module.compute_loss = recording
+
+
+def test_a_models_own_precision_reaches_its_training_and_its_fingerprint(dataset, tmp_path):
+    """``ldm.vae.precision: bf16-mixed`` trains the VAE under bf16 autocast (the cpu profile's speed-up,
+    docs/benchmarks.md) and still learns; it is part of the fingerprint, so an fp32 VAE is not reused."""
+    manifest, _ = dataset
+    settings = {"steps": 40, "learning_rate": 3e-3}
+    fp32, bf16 = _Precision(), _Precision()
+    plain = train_vae(_profile(tmp_path, vae=settings), manifest, tmp_path / "vae", callbacks=[fp32])
+    mixed = train_vae(_profile(tmp_path, vae={**settings, "precision": "bf16-mixed"}), manifest, tmp_path / "vae",
+                      callbacks=[bf16])  # fmt: skip
+    assert (fp32.precision, bf16.precision) == ("32-true", "bf16-mixed")
+    assert not any(fp32.autocast) and bf16.autocast and all(bf16.autocast)
+    assert mixed["fingerprint"] != plain["fingerprint"] and mixed["resumed_from_step"] == 0
+    assert mixed["loss_final"] < 0.8 * mixed["loss_first"], mixed
+
+
+def test_a_cosine_schedule_falls_to_zero_at_the_last_step_and_constant_stays():
+    from foley_core.ldm.modules import with_schedule
+
+    def rates(schedule: str) -> list[float]:
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        configured = with_schedule(optimizer, schedule, steps=10)
+        decay = configured["lr_scheduler"]["scheduler"] if isinstance(configured, dict) else None
+        seen = []
+        for _ in range(12):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            if decay is not None:
+                decay.step()
+        return seen
+
+    cosine = rates("cosine")
+    assert cosine[0] == pytest.approx(1e-3) and cosine[5] == pytest.approx(5e-4) and cosine[10] == pytest.approx(0, abs=1e-12)
+    assert all(a >= b for a, b in zip(cosine, cosine[1:]))
+    assert rates("constant") == [1e-3] * 12
+    with pytest.raises(ValueError, match="lr_schedule"):
+        with_schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), "linear", 10)
+
+
 class _Crash(Callback):
     """Simulates a killed run: dies after ``at_step`` optimizer steps."""
 

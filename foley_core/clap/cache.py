@@ -124,6 +124,15 @@ class EmbeddingCache:
             self._append("text", todo, encoder.encode_text(todo).numpy())
         return {"computed": len(todo), "reused": len(unique) - len(todo)}
 
+    def known(self, kind: str, keys) -> dict[str, np.ndarray]:
+        """The rows of those ``keys`` that are cached (reloading from disk once, not once per miss)."""
+        keys = list(keys)
+        index, array = self._tables[kind]
+        if any(k not in index for k in keys):
+            self._tables[kind] = self._load(kind)
+            index, array = self._tables[kind]
+        return {k: array[index[k]] for k in keys if k in index}
+
     def audio(self, content_hashes) -> np.ndarray:
         return self._get("audio", list(content_hashes))
 
@@ -167,16 +176,11 @@ def cached_text_embedder(profile, encoder):
     caches = [EmbeddingCache(layout(profile).embeddings(c), encoder.version) for c in profile.class_names]
 
     def embed(texts: list[str]) -> np.ndarray:
-        out = []
-        for text in texts:
-            for cache in caches:
-                try:
-                    out.append(cache.text([text])[0])
-                    break
-                except KeyError:
-                    continue
-            else:
-                out.append(encoder.encode_text([text]).cpu().numpy()[0])
-        return np.stack(out)
+        found: dict[str, np.ndarray] = {}
+        for cache in caches:  # each distinct text once: a fine-tune asks for thousands, mostly repeats
+            found.update(cache.known("text", [t for t in dict.fromkeys(texts) if t not in found]))
+        for text in dict.fromkeys(t for t in texts if t not in found):
+            found[text] = encoder.encode_text([text]).cpu().numpy()[0]
+        return np.stack([found[text] for text in texts])
 
     return embed

@@ -192,7 +192,7 @@ def _trainer(profile: Profile, out_dir: Path, callbacks: Sequence[Callback] = ()
                                  save_weights_only=False)
     return pl.Trainer(
         max_steps=profile.clap.steps, accelerator=settings.accelerator, devices=settings.devices,
-        strategy=settings.strategy, num_nodes=settings.num_nodes, precision=settings.precision,
+        strategy=settings.strategy, num_nodes=settings.num_nodes, precision=profile.clap.precision or settings.precision,
         callbacks=[RngState(), checkpoint, *callbacks, TerminalProgress("clap")], logger=_logger(profile, out_dir), log_every_n_steps=10,
         enable_progress_bar=False, enable_model_summary=False, deterministic=False, default_root_dir=str(out_dir),
         use_distributed_sampler=False,  # SeededBatches shards by rank itself

@@ -3,6 +3,8 @@ drive the same model and batch from a plain PyTorch loop."""
 
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,17 @@ from foley_core.config import UnetConfig, VaeConfig, VocoderConfig
 from foley_core.ldm.mel import MelFrontEnd
 from foley_core.ldm.metrics import mel_l1, multi_resolution_stft
 from foley_core.ldm.models import unet_input
+
+
+def with_schedule(optimizer: torch.optim.Optimizer, schedule: str, steps: int):
+    """What ``configure_optimizers`` returns: the optimizer alone (constant rate) or with a per-step
+    cosine decay to 0 at ``steps``; Lightning checkpoints the scheduler, so a resumed run continues it."""
+    if schedule == "constant":
+        return optimizer
+    if schedule != "cosine":
+        raise ValueError(f"unknown lr_schedule {schedule!r}")
+    decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(1, steps))))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
 
 class VaeModule(pl.LightningModule):
@@ -38,7 +51,7 @@ class VaeModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.vae.parameters(), lr=self.cfg.learning_rate)
+        return with_schedule(torch.optim.AdamW(self.vae.parameters(), lr=self.cfg.learning_rate), self.cfg.lr_schedule, self.cfg.steps)
 
 
 class VocoderModule(pl.LightningModule):
@@ -62,7 +75,8 @@ class VocoderModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.vocoder.parameters(), lr=self.cfg.learning_rate, betas=(0.8, 0.99))
+        optimizer = torch.optim.AdamW(self.vocoder.parameters(), lr=self.cfg.learning_rate, betas=(0.8, 0.99))
+        return with_schedule(optimizer, self.cfg.lr_schedule, self.cfg.steps)
 
 
 class UnetModule(pl.LightningModule):
@@ -123,7 +137,7 @@ class UnetModule(pl.LightningModule):
         self.ema.load_state_dict(checkpoint["ema"])
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.unet.parameters(), lr=self.cfg.learning_rate)
+        return with_schedule(torch.optim.AdamW(self.unet.parameters(), lr=self.cfg.learning_rate), self.cfg.lr_schedule, self.cfg.steps)
 
     def ema_unet(self) -> UNet2DConditionModel:
         """A copy of the UNet holding the EMA weights (what sampling uses)."""

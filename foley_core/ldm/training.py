@@ -81,8 +81,10 @@ class LossHistory(Callback):
 
 
 def fit(profile: Profile, name: str, module: pl.LightningModule, data: InMemoryDataModule, steps: int,
-        work_dir: Path, callbacks: Sequence[Callback] = ()) -> tuple[dict, pl.Trainer | None]:  # fmt: skip
+        work_dir: Path, callbacks: Sequence[Callback] = (), precision: str | None = None) -> tuple[dict, pl.Trainer | None]:  # fmt: skip
     """Run (or resume) one Lightning fit to ``steps`` optimizer steps; Trainer settings come from the profile.
+
+    ``precision`` is the model's own setting (its config's ``precision``); None = ``trainer.precision``.
 
     Returns the run's metrics and the trainer (None when ``steps`` is 0: nothing to train)."""
     if steps == 0:  # e.g. pretrained weights used as they are
@@ -94,7 +96,7 @@ def fit(profile: Profile, name: str, module: pl.LightningModule, data: InMemoryD
     )  # fmt: skip
     trainer = pl.Trainer(
         max_steps=steps, max_epochs=-1, accelerator=profile.trainer.accelerator, devices=profile.trainer.devices,
-        strategy=profile.trainer.strategy, num_nodes=profile.trainer.num_nodes, precision=profile.trainer.precision,
+        strategy=profile.trainer.strategy, num_nodes=profile.trainer.num_nodes, precision=precision or profile.trainer.precision,
         callbacks=[history, RngState(), checkpoints, *callbacks, TerminalProgress(name)], logger=_logger(profile, name, work_dir),
         default_root_dir=work_dir, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
         num_sanity_val_steps=0, log_every_n_steps=min(25, max(1, steps)),
@@ -184,7 +186,8 @@ def train_vae(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, work_d
     images = norm.normalise(pad_frames(log_mels, multiple))
     data = InMemoryDataModule(MelCrops(images, crop), cfg.batch_size, profile.trainer.num_workers, profile.seed)
     module = VaeModule(vae, cfg)
-    run, trainer = fit(profile, "vae", module, data, cfg.steps, _work_dir(out_dir, work_dir, "vae", key), callbacks)
+    run, trainer = fit(profile, "vae", module, data, cfg.steps, _work_dir(out_dir, work_dir, "vae", key), callbacks,
+                       cfg.precision)
     if not _is_writer(trainer):
         _wait_for_writer(trainer)
         return run
@@ -207,9 +210,44 @@ def train_vae(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, work_d
 
 @torch.no_grad()
 def _latent_scale(vae: AutoencoderKL, images: torch.Tensor, batch: int = 64) -> float:
-    """1 / std of sampled latents, so diffusion sees unit-variance latents (Stable Diffusion's rule)."""
-    latents = torch.cat([vae.encode(images[i : i + batch]).latent_dist.sample() for i in range(0, len(images), batch)])
+    """1 / std of sampled latents, so diffusion sees unit-variance latents (Stable Diffusion's rule).
+
+    The draws are ``latent_dist.sample()``'s, batch by batch; the posteriors are kept for ``train_unet``."""
+    means, stds = _posteriors(vae, images, batch)
+    latents = torch.cat([means[i : i + batch] + stds[i : i + batch] * torch.randn(means[i : i + batch].shape)
+                         for i in range(0, len(images), batch)])  # fmt: skip
     return float(1.0 / latents.std().clamp_min(1e-6))
+
+
+# The VAE posteriors of the last images encoded, keyed by the VAE's weights and the images: train_vae
+# encodes every training clip for the latent scale and train_unet needs the same encoding right after
+# (the VAE is frozen from then on), so one pass of the encoder serves both (~15 s of the cpu profile).
+_last_posteriors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _posteriors_key(vae: AutoencoderKL, images: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(vae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    digest.update(str(tuple(images.shape)).encode())
+    digest.update(images.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def _posteriors(vae: AutoencoderKL, images: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unscaled posterior means and standard deviations of ``images``, encoded once per VAE and images."""
+    key = _posteriors_key(vae, images)
+    if key not in _last_posteriors:
+        means, stds = [], []
+        for i in range(0, len(images), batch):
+            posterior = vae.encode(images[i : i + batch]).latent_dist
+            means.append(posterior.mean)
+            stds.append(posterior.std)
+        _last_posteriors.clear()
+        _last_posteriors[key] = torch.cat(means), torch.cat(stds)
+    return _last_posteriors[key]
 
 
 def load_vae(vae_dir: Path) -> tuple[AutoencoderKL, MelNormalisation]:
@@ -236,7 +274,8 @@ def train_vocoder(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, wo
     segments = VocoderSegments(compute_log_mels(waves, front_end), waves, cfg.segment_frames, profile.audio.hop_length)
     data = InMemoryDataModule(segments, cfg.batch_size, profile.trainer.num_workers, profile.seed)
     module = VocoderModule(init if init is not None else build_vocoder(cfg, profile.audio), front_end, cfg)
-    run, trainer = fit(profile, "vocoder", module, data, cfg.steps, _work_dir(out_dir, work_dir, "vocoder", key), callbacks)
+    run, trainer = fit(profile, "vocoder", module, data, cfg.steps, _work_dir(out_dir, work_dir, "vocoder", key), callbacks,
+                       cfg.precision)
     if _is_writer(trainer):
         vocoder = module.vocoder.cpu().eval()
         with staged_dir(out_dir) as staging:
@@ -271,7 +310,8 @@ def train_unet(profile: Profile, manifest: pd.DataFrame, conditioning: Condition
     data = InMemoryDataModule(LatentConditions(means, stds, conditions), cfg.batch_size, profile.trainer.num_workers, profile.seed)
     scheduler = scheduler if scheduler is not None else build_train_scheduler(cfg)
     module = UnetModule(unet, scheduler, cfg)
-    run, trainer = fit(profile, "unet", module, data, cfg.steps, _work_dir(out_dir, work_dir, "unet", key), callbacks)
+    run, trainer = fit(profile, "unet", module, data, cfg.steps, _work_dir(out_dir, work_dir, "unet", key), callbacks,
+                       cfg.precision)
     if _is_writer(trainer):
         with staged_dir(out_dir) as staging:
             module.ema_unet().save_pretrained(staging, safe_serialization=True)
@@ -282,14 +322,9 @@ def train_unet(profile: Profile, manifest: pd.DataFrame, conditioning: Condition
     return run
 
 
-@torch.no_grad()
 def _encode_posteriors(vae: AutoencoderKL, images: torch.Tensor, scale: float, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    means, stds = [], []
-    for i in range(0, len(images), batch):
-        posterior = vae.encode(images[i : i + batch]).latent_dist
-        means.append(posterior.mean * scale)
-        stds.append(posterior.std * scale)
-    return torch.cat(means), torch.cat(stds)
+    means, stds = _posteriors(vae, images, batch)
+    return means * scale, stds * scale
 
 
 def _file_digest(folder: Path) -> str:
