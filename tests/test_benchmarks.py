@@ -144,3 +144,13 @@ def test_samplers_table_on_the_smoke_model(smoke_run, tmp_path, capsys):
         assert set(row["per_class"]) == set(smoke_run["profile"].class_names)
         assert f"| {row['sampler']} | {row['steps']} | fp32 |" in printed
     assert printed.count("\n| ") >= 5  # header + 4 rows
+
+
+@pytest.mark.parametrize("model,setting,metric", [("vocoder", "steps=3", "mrstft"), ("unet", "lr_schedule=cosine", "val_loss")])
+def test_training_variant_is_compared_with_the_profiles_network_on_validation_clips(smoke_run, tmp_path, model, setting, metric):
+    bench = load("bench_training_variants")
+    report = bench.main(["--profile", "smoke", "--override", json.dumps(smoke_overrides(smoke_run["root"])),
+                         "--model", model, "--set", setting, "--out", str(tmp_path)])  # fmt: skip
+    assert report["settings"] == dict([setting.split("=")]) and report["validation_clips"] > 0
+    assert positive(report["profile's"][metric]) and positive(report["variant"][metric])
+    assert list(tmp_path.iterdir())  # the variant trained into the scratch folder, not the profile's artifacts

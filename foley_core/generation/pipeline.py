@@ -331,8 +331,10 @@ class FoleyPipeline:
         self.adapter.to(device)
         self.ldm.to(device)
         if precision is not None:
-            if self.ldm.unet.dtype != precision_dtype(precision):  # a no-op cast still makes diffusers warn
-                self.ldm.unet.to(precision_dtype(precision))
+            if self.ldm.unet.dtype != precision_dtype(precision):
+                # torch's own cast: diffusers' ModelMixin.to warns on every dtype cast ("modules that should be
+                # kept in float32: []"), even with no such module, once per class in a bf16 `foley run`
+                torch.nn.Module.to(self.ldm.unet, precision_dtype(precision))
             self.precision = precision
         self.device = device
         return self
