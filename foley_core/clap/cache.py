@@ -88,11 +88,16 @@ class EmbeddingCache:
                 index = {key: i for i, key in enumerate(all_keys)}
         self._tables[kind] = (index, array)
 
-    def _get(self, kind: str, keys) -> np.ndarray:
+    def _table_with(self, kind: str, keys) -> tuple[dict[str, int], np.ndarray | None]:
+        """The table, reloaded from disk once if it lacks any of ``keys`` (another process may have added them)."""
         index, array = self._tables[kind]
-        if any(k not in index for k in keys):  # another process may have added them since we loaded
+        if any(k not in index for k in keys):
             self._tables[kind] = self._load(kind)
             index, array = self._tables[kind]
+        return index, array
+
+    def _get(self, kind: str, keys) -> np.ndarray:
+        index, array = self._table_with(kind, keys)
         missing = [k for k in keys if k not in index]
         if missing:
             raise KeyError(f"{len(missing)} {kind} embedding(s) not cached for model {self.model_version}, e.g. {missing[0]!r}")
@@ -127,10 +132,7 @@ class EmbeddingCache:
     def known(self, kind: str, keys) -> dict[str, np.ndarray]:
         """The rows of those ``keys`` that are cached (reloading from disk once, not once per miss)."""
         keys = list(keys)
-        index, array = self._tables[kind]
-        if any(k not in index for k in keys):
-            self._tables[kind] = self._load(kind)
-            index, array = self._tables[kind]
+        index, array = self._table_with(kind, keys)
         return {k: array[index[k]] for k in keys if k in index}
 
     def audio(self, content_hashes) -> np.ndarray:

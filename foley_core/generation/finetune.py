@@ -35,7 +35,7 @@ from foley_core.ldm.mel import pad_frames
 from foley_core.ldm.models import unet_downsampling, unet_input, vae_downsampling
 from foley_core.ldm.modules import UnetModule
 from foley_core.env import retrain_requested
-from foley_core.ldm.training import _encode_posteriors, fit, fresh_if_retraining
+from foley_core.ldm.training import _encode_posteriors, fit, fresh_if_retraining, tensor_digest
 from foley_core.resume import code_version as resume_code_version
 
 TextEmbedder = Callable[[list[str]], np.ndarray]
@@ -112,10 +112,8 @@ _identity_losses: dict[str, float] = {}  # one entry: the stage's adapter and id
 def identity_validation_loss(components: LdmComponents, means: torch.Tensor, text: torch.Tensor, seed: int) -> float:
     """``validation_loss`` of the identity adapter, computed once per UNet, clips, texts and seed: the adapter
     run reports it as its baseline and the identity run as its own loss (~10 s of the cpu profile each)."""
-    digest = hashlib.sha256(json.dumps([seed, dict(components.scheduler_config)], sort_keys=True, default=str).encode())
-    for tensor in [*components.unet.state_dict().values(), means, text]:
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    key = digest.hexdigest()
+    key = tensor_digest(*components.unet.state_dict().values(), means, text,
+                        extra=json.dumps([seed, dict(components.scheduler_config)], sort_keys=True, default=str))
     if key not in _identity_losses:
         _identity_losses.clear()
         _identity_losses[key] = validation_loss(components, EmbeddingAdapter(components.condition_dim), means, text, seed)

@@ -225,20 +225,21 @@ def _latent_scale(vae: AutoencoderKL, images: torch.Tensor, batch: int = 64) -> 
 _last_posteriors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _posteriors_key(vae: AutoencoderKL, images: torch.Tensor) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(vae.state_dict().items()):
-        digest.update(name.encode())
+def tensor_digest(*tensors: torch.Tensor, extra: str = "") -> str:
+    """A content hash of tensors (shapes and values) and ``extra``: the key of the one-entry memos that
+    let consecutive stages reuse an expensive result instead of computing it again."""
+    digest = hashlib.sha256(extra.encode())
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    digest.update(str(tuple(images.shape)).encode())
-    digest.update(images.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
 @torch.no_grad()
 def _posteriors(vae: AutoencoderKL, images: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Unscaled posterior means and standard deviations of ``images``, encoded once per VAE and images."""
-    key = _posteriors_key(vae, images)
+    state = vae.state_dict()
+    key = tensor_digest(*(state[name] for name in sorted(state)), images, extra=" ".join(sorted(state)))
     if key not in _last_posteriors:
         means, stds = [], []
         for i in range(0, len(images), batch):
