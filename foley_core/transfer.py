@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 TRAIN_CHOICES = ("adapter", "unet", "all")
 BASE_MODEL = "base"  # in a fine-tuned version: models/base/, the base model the classes without recordings use
+KEPT_VOCODER = "base-vocoder"  # models/base-vocoder/: the fine-tuned model with the base's vocoder (choose_vocoders)
 RESULT = "transfer.json"
 
 
@@ -308,7 +309,7 @@ def _train_candidate(profile: Profile, base, base_dir: Path, data: SourceData, t
                      candidate_dir: Path, key: str) -> dict:
     """Adapt the CLAP, fine-tune the generator, save the candidate pipeline; returns the training record."""
     from foley_core.clap.encoder import TrainedClapEncoder
-    from foley_core.generation.pipeline import FoleyPipeline
+    from foley_core.generation.pipeline import CLASS_MODELS, PIPELINE_CONFIG, FoleyPipeline
     from foley_core.ldm.training import fresh_if_retraining
 
     record: dict = {}
@@ -337,12 +338,64 @@ def _train_candidate(profile: Profile, base, base_dir: Path, data: SourceData, t
         from transformers import SpeechT5HifiGan
 
         ldm = dataclasses.replace(ldm, vocoder=SpeechT5HifiGan.from_pretrained(vocoder_dir, use_safetensors=True))
-    candidate = FoleyPipeline(clap, adapter, ldm, sampler=base.sampler, steps=base.steps, clap_source=base.clap_source,
-                              conditioner=base.conditioner, convention=base.convention)
+    def pipeline(with_ldm):
+        return FoleyPipeline(clap, adapter, with_ldm, sampler=base.sampler, steps=base.steps, clap_source=base.clap_source,
+                             conditioner=base.conditioner, convention=base.convention)
+
     with staged_dir(candidate_dir) as staging:
         clap_folder = (clap_dir if record["clap"].get("kept") else base_dir / "clap") if base.clap_source == "trained" else None
-        candidate.save_pretrained(staging, clap_folder=clap_folder)
+        pipeline(ldm).save_pretrained(staging, clap_folder=clap_folder)
+        routes: dict[str, str | None] = {label: None for label in data.classes}  # None: the folder's own model
+        if "vocoder" in record:
+            kept = staging / CLASS_MODELS / KEPT_VOCODER
+            pipeline(dataclasses.replace(ldm, vocoder=base.ldm.vocoder)).save_pretrained(kept, clap_folder=clap_folder)
+            record["vocoder"]["choice"] = choose_vocoders(profile, staging, kept, data)
+            routes.update({label: KEPT_VOCODER for label, row in record["vocoder"]["choice"].items()
+                           if row["vocoder"] == "base"})
+            if KEPT_VOCODER not in routes.values():
+                shutil.rmtree(staging / CLASS_MODELS)
+        config = json.loads((staging / PIPELINE_CONFIG).read_text())
+        config["class_models"] = routes  # read by pipeline_for_class, in the gate and after promotion
+        write_text_atomic(staging / PIPELINE_CONFIG, json.dumps(config, indent=2, sort_keys=True))
     return record
+
+
+def keeps_finetuned_vocoder(finetuned: dict, base: dict) -> bool:
+    """The fine-tuned vocoder serves a class only when its clips are no further from the class's
+    training recordings than the base vocoder's, by FAD *and* KAD (a NaN keeps the base)."""
+    return all(finetuned[k] <= base[k] for k in ("fad", "kad"))
+
+
+def choose_vocoders(profile: Profile, finetuned_dir: Path, kept_dir: Path, data: SourceData) -> dict:
+    """Per held class, the vocoder it generates with: fine-tuned or the base's.
+
+    A vocoder fine-tuned on every class at once learns the clean silence of studio recordings
+    (Footstep, GunShot, Keyboard) and renders the street-noise floor of field recordings
+    (UrbanSound8K's dog barks and engines) as near-silence: on real-foley it took DogBark's
+    log-mel FAD from 5,793 to 22,398 while cutting GunShot's from 9,362 to 659 (docs/finetune.md).
+    Both vocoders generate each class (same seeds, same selection) and are compared with the
+    class's *training* recordings, so the held-out recordings stay unseen until the gate."""
+    from foley_core.evaluation import distance_row, make_profile_embedder
+    from foley_core.generation.pipeline import FoleyPipeline, place
+    from foley_core.generation.submission import generate_selected
+
+    embedder = make_profile_embedder(profile)
+    n = profile.transfer.eval_clips_per_class
+    pipelines = {who: place(FoleyPipeline.from_pretrained(folder, profile), profile.generation)
+                 for who, folder in (("finetuned", finetuned_dir), ("base", kept_dir))}
+    choice = {}
+    for label in data.classes:
+        rows = data.train[data.train["class"] == label]
+        reference = embedder.embed_files(list(rows["abs_path"]))
+        distances = {}
+        for who, pipeline in pipelines.items():
+            gen = generate_selected(pipeline, profile, label, n, stage=f"vocoder choice: {label} ({who} vocoder)")
+            distances[who] = distance_row(embedder.embed(list(gen.selected), gen.sample_rate), reference)
+        keep = keeps_finetuned_vocoder(distances["finetuned"], distances["base"])
+        choice[label] = {"vocoder": "finetuned" if keep else "base", "to_training_recordings": distances}
+        log.info(f"{label}: the {choice[label]['vocoder']} vocoder (log-mel FAD to the training recordings "
+                 f"{distances['finetuned']['fad']:.0f} fine-tuned, {distances['base']['fad']:.0f} base)")
+    return choice
 
 
 def adapt_clap(profile: Profile, base_clap: Path, data: SourceData, out_dir: Path) -> dict:
@@ -391,8 +444,8 @@ def gate(profile: Profile, base_dir: Path, candidate_dir: Path, data: SourceData
         default = place(FoleyPipeline.from_pretrained(folder, profile), profile.generation)
         loaded: dict = {}
         generated[who] = {}
-        for label in data.classes:
-            pipeline = pipeline_for_class(default, folder, profile, label, loaded) if who == "base" else default
+        for label in data.classes:  # each class with the model its version routes it to
+            pipeline = pipeline_for_class(default, folder, profile, label, loaded)
             gen = generate_selected(pipeline, profile, label, n, stage=f"gate: {label} ({who})")
             save_class_generation(gen, work / "gate" / who / label)
             generated[who][label] = embedder.embed(list(gen.selected), gen.sample_rate)
@@ -428,6 +481,7 @@ def promote_transfer(profile: Profile, base_dir: Path, base_config: dict, candid
                 source = base_dir if model == BASE_MODEL else base_dir / CLASS_MODELS / model
                 shutil.copytree(source, staging / CLASS_MODELS / model, ignore=shutil.ignore_patterns(CLASS_MODELS))
             config = json.loads((staging / PIPELINE_CONFIG).read_text())
+            routes.update(config.get("class_models") or {})  # the held classes, as the candidate routes them
             config.update(model_version=record["model_version"], profile=profile.name, class_models=routes,
                           transfer={k: record.get(k) for k in ("base_model_version", "source", "source_data_version",
                                                                "source_dvc_version", "train", "classes", "settings",
@@ -441,12 +495,14 @@ def promote_transfer(profile: Profile, base_dir: Path, base_config: dict, candid
 def summary_rows(record: dict) -> list[dict]:
     """One row per held class: FAD / KAD of base and fine-tuned clips to the held-out recordings."""
     gate_ = record["gate"]
+    choice = (record.get("vocoder") or {}).get("choice", {})
     rows = []
     for label in record["classes"]:
         b, f = gate_["base"]["per_class"][label], gate_["finetuned"]["per_class"][label]
         rows.append({"class": label, "fad_base": round(b["fad"], 1), "fad_finetuned": round(f["fad"], 1),
                      "kad_base": round(b["kad"], 4), "kad_finetuned": round(f["kad"], 4),
                      "consistent_base": label in gate_["base"]["consistent_classes"],
-                     "consistent_finetuned": label in gate_["finetuned"]["consistent_classes"]})
+                     "consistent_finetuned": label in gate_["finetuned"]["consistent_classes"],
+                     "vocoder": choice.get(label, {}).get("vocoder", "base")})
     return rows
 

@@ -128,10 +128,24 @@ def _verdict(monkeypatch, problems: list[str]) -> None:
     monkeypatch.setattr(foley_core.evaluation, "regression", lambda *args, **kwargs: list(problems))
 
 
+def test_the_fine_tuned_vocoder_serves_a_class_only_when_closer_by_fad_and_kad():
+    from foley_core.transfer import keeps_finetuned_vocoder
+
+    assert keeps_finetuned_vocoder({"fad": 554.0, "kad": 0.02}, {"fad": 16869.0, "kad": 0.99})  # Footstep on real-foley
+    assert not keeps_finetuned_vocoder({"fad": 19003.0, "kad": 0.32}, {"fad": 7422.0, "kad": 0.15})  # DogBark
+    assert not keeps_finetuned_vocoder({"fad": 100.0, "kad": 0.5}, {"fad": 200.0, "kad": 0.4})  # one worse: the base
+    assert not keeps_finetuned_vocoder({"fad": float("nan"), "kad": 0.1}, {"fad": 200.0, "kad": 0.4})
+
+
 def test_a_fine_tune_past_the_gate_is_a_new_version_with_its_lineage(own_model, recordings, monkeypatch):
+    import foley_core.transfer
+
     profile, profile_file = own_model
     base = latest_pipeline_dir(profile)
     _verdict(monkeypatch, [])
+    # which vocoder wins on tiny data is chance: DogBark (asked first) keeps the fine-tuned one, GunShot the base's
+    answers = iter([True, False])
+    monkeypatch.setattr(foley_core.transfer, "keeps_finetuned_vocoder", lambda finetuned, base_: next(answers))
     result = CliRunner().invoke(main, ["finetune", str(recordings), "--profile", str(profile_file), "--train", "all"])
     assert result.exit_code == 0, result.output
     assert "promoted ft-" in result.output and "CLAP zero-shot" in result.output
@@ -143,8 +157,10 @@ def test_a_fine_tune_past_the_gate_is_a_new_version_with_its_lineage(own_model, 
     assert lineage["base_model_version"] == base.name
     assert lineage["classes"] == ["DogBark", "GunShot"] and lineage["train"] == "all"
     assert len(lineage["source_data_version"]) == 16 and lineage["settings"]["steps"] == TINY["steps"]
-    # classes without recordings generate with the base, saved beside the fine-tuned model
-    assert config["class_models"] == {c: "base" for c in profile.class_names if c not in ("DogBark", "GunShot")}
+    # classes without recordings generate with the base, saved beside the fine-tuned model; GunShot with the
+    # fine-tuned model and the base's vocoder
+    assert config["class_models"] == {**{c: "base" for c in profile.class_names if c not in ("DogBark", "GunShot")},
+                                      "DogBark": None, "GunShot": "base-vocoder"}
     assert (folder / "models/base" / PIPELINE_CONFIG).is_file()
 
     tuned, original = FoleyPipeline.from_pretrained(folder), FoleyPipeline.from_pretrained(base)
@@ -152,7 +168,13 @@ def test_a_fine_tune_past_the_gate_is_a_new_version_with_its_lineage(own_model, 
     changed = [n for n, p in tuned.ldm.unet.state_dict().items() if not torch.equal(p, original.ldm.unet.state_dict()[n])]
     assert changed  # --train all: the UNet learned too
     assert any(not torch.equal(p, original.ldm.vocoder.state_dict()[n]) for n, p in tuned.ldm.vocoder.state_dict().items())
+    kept = FoleyPipeline.from_pretrained(folder / "models/base-vocoder")
+    assert all(torch.equal(p, original.ldm.vocoder.state_dict()[n]) for n, p in kept.ldm.vocoder.state_dict().items())
+    assert all(torch.equal(p, tuned.ldm.unet.state_dict()[n]) for n, p in kept.ldm.unet.state_dict().items())
     record = json.loads((profile.artifact_dir("transfer", "my-recordings") / "transfer.json").read_text())
+    assert {c: row["vocoder"] for c, row in record["vocoder"]["choice"].items()} == {"DogBark": "finetuned", "GunShot": "base"}
+    distances = record["vocoder"]["choice"]["GunShot"]["to_training_recordings"]
+    assert all(np.isfinite(distances[who][k]) for who in ("finetuned", "base") for k in ("fad", "kad"))
     assert set(record["gate"]["base"]["per_class"]) == {"DogBark", "GunShot"}
     assert all(np.isfinite(v["fad"]) for v in record["gate"]["finetuned"]["per_class"].values())
     assert record["split"]["DogBark"]["val"] >= 1 and record["split"]["DogBark"]["train"] >= 1
@@ -169,6 +191,8 @@ def test_a_fine_tune_past_the_gate_is_a_new_version_with_its_lineage(own_model, 
     default = FoleyPipeline.from_pretrained(folder)
     assert pipeline_for_class(default, folder, profile, "DogBark") is default
     assert pipeline_for_class(default, folder, profile, "Rain") is not default
+    gunshot = pipeline_for_class(default, folder, profile, "GunShot")
+    assert gunshot is not default and torch.equal(gunshot.ldm.vocoder.conv_pre.weight, original.ldm.vocoder.conv_pre.weight)
 
 
 def test_a_fine_tune_that_fails_the_gate_is_not_promoted_and_the_base_stays(own_model, recordings, monkeypatch):
