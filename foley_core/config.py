@@ -292,6 +292,8 @@ class TransferConfig(_Strict):
     steps: int = Field(1000, ge=0)
     batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(1e-3, gt=0)  # the UNet's
+    # null: the whole UNet trains; N: LoRA of rank N through peft, merged into the UNet after training
+    unet_lora_rank: int | None = Field(None, ge=1)
     adapter_learning_rate: float = Field(1e-3, gt=0)
     condition_dropout: float = Field(0.1, ge=0, lt=1)
     vocoder_steps: int = Field(1000, ge=0)

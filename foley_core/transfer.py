@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 
 TRAIN_CHOICES = ("adapter", "unet", "all")
 BASE_MODEL = "base"  # in a fine-tuned version: models/base/, the base model the classes without recordings use
+# LoRA (transfer.unet_lora_rank) wraps these layers of the UNet where they exist: AudioLDM's
+# attention projections, and every UNet's resnet convolutions, time and condition projections
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "time_emb_proj", "class_embedding"]
 KEPT_VOCODER = "base-vocoder"  # models/base-vocoder/: the fine-tuned model with the base's vocoder (choose_vocoders)
 RESULT = "transfer.json"
 
@@ -130,7 +133,8 @@ class TransferModule(pl.LightningModule):
         super().__init__()
         self.inner, self.adapter, self.train_unet = unet_module, adapter, train_unet
         self.learning_rate, self.adapter_learning_rate = learning_rate, adapter_learning_rate
-        self.inner.unet.requires_grad_(train_unet)
+        if not train_unet:  # (a LoRA-wrapped UNet arrives with only its LoRA factors trainable)
+            self.inner.unet.requires_grad_(False)
         self.adapter.requires_grad_(True)
 
     def training_step(self, batch, batch_index):
@@ -156,7 +160,7 @@ class TransferModule(pl.LightningModule):
     def configure_optimizers(self):
         groups = [{"params": list(self.adapter.parameters()), "lr": self.adapter_learning_rate}]
         if self.train_unet:
-            groups.append({"params": list(self.inner.unet.parameters()), "lr": self.learning_rate})
+            groups.append({"params": [p for p in self.inner.unet.parameters() if p.requires_grad], "lr": self.learning_rate})
         return torch.optim.AdamW(groups, weight_decay=0.0)
 
 
@@ -176,7 +180,13 @@ def finetune_generator(profile: Profile, base, train: pd.DataFrame, train_what: 
     adapter.load_state_dict(base.adapter.state_dict())
     unet = type(components.unet).from_config(components.unet.config)
     unet.load_state_dict(components.unet.state_dict())
-    unet.train()
+    unet.train().requires_grad_(train_unet)
+    if train_unet and cfg.unet_lora_rank:
+        from peft import LoraConfig
+
+        # the UNet's linear and conv layers; only the low-rank factors train (the rest is frozen by add_adapter)
+        unet.add_adapter(LoraConfig(r=cfg.unet_lora_rank, lora_alpha=cfg.unet_lora_rank, target_modules=LORA_TARGETS,
+                                    init_lora_weights="gaussian"))
     rows = train.rename(columns={"class": "class_"})  # the main fine-tune's column name
     index, texts = _clip_texts(rows, profile)
     means, stds = _latents(components, rows, profile)
@@ -191,7 +201,16 @@ def finetune_generator(profile: Profile, base, train: pd.DataFrame, train_what: 
                             adapter_learning_rate=cfg.adapter_learning_rate)
     run, _ = fit(profile, f"transfer-{train_what}", module, data, cfg.steps, work_dir)
     adapter.eval().requires_grad_(False)
-    return {**run, "train_pairs": len(texts)}, adapter, (inner.ema_unet() if train_unet else None)
+    trained = sum(p.numel() for p in unet.parameters() if p.requires_grad)
+    run = {**run, "train_pairs": len(texts), "unet_trained_parameters": trained}
+    if not train_unet:
+        return run, adapter, None
+    if cfg.unet_lora_rank:  # the EMA weights, then the LoRA factors merged in: a plain UNet again
+        inner.ema.copy_to(unet.parameters())
+        unet.fuse_lora()
+        unet.unload_lora()
+        return run, adapter, unet.eval().requires_grad_(False)
+    return run, adapter, inner.ema_unet()
 
 
 def finetune_vocoder(profile: Profile, base, train: pd.DataFrame, work_dir: Path, out_dir: Path) -> dict:

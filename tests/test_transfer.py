@@ -212,6 +212,23 @@ def test_a_fine_tune_that_fails_the_gate_is_not_promoted_and_the_base_stays(own_
     assert result.exit_code == 0, result.output
 
 
+def test_a_lora_fine_tune_trains_only_its_factors_and_gives_back_a_plain_unet(own_model, tmp_path):
+    from foley_core.data.ingest import load_manifest
+    from foley_core.layout import layout
+    from foley_core.transfer import finetune_generator
+
+    profile, _ = own_model
+    profile = profile.model_copy(update={"transfer": profile.transfer.model_copy(update={"unet_lora_rank": 2})})
+    base = FoleyPipeline.from_pretrained(latest_pipeline_dir(profile))
+    rows = load_manifest(layout(profile).dataset, profile.class_names).head(8)
+    run, _, unet = finetune_generator(profile, base, rows, "unet", tmp_path / "work")
+    original = base.ldm.unet.state_dict()
+    assert 0 < run["unet_trained_parameters"] < sum(p.numel() for p in original.values()) / 4
+    assert set(unet.state_dict()) == set(original)  # merged: the same keys, no LoRA factors left
+    changed = [n for n, p in unet.state_dict().items() if not torch.equal(p, original[n])]
+    assert changed and all(n.split(".")[-2] in ("conv1", "conv2", "time_emb_proj", "class_embedding") for n in changed)
+
+
 def test_a_folder_with_no_recording_to_hold_out_is_refused_with_the_reason(own_model, tmp_path):
     _, profile_file = own_model
     root = tmp_path / "single"

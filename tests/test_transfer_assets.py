@@ -24,7 +24,7 @@ from orchestration.definitions import build_definitions
 from orchestration.runner import _groups, run_pipeline
 from conftest import smoke_overrides
 
-TINY = {"steps": 3, "clap_steps": 2, "eval_clips_per_class": 2, "batch_size": 4, "clap_batch_size": 4}
+TINY = {"steps": 3, "clap_steps": 2, "vocoder_steps": 2, "eval_clips_per_class": 2, "batch_size": 4, "clap_batch_size": 4}
 BASE = ["raw_foley_data", "foley_dataset", "clap_model", "clap_embeddings", "pretrained_ldm", "finetuned_adapter",
         "generated_candidates", "selected_outputs", "evaluation_metrics", "promoted_pipeline", "foley_report"]
 
