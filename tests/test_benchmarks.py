@@ -154,3 +154,14 @@ def test_training_variant_is_compared_with_the_profiles_network_on_validation_cl
     assert report["settings"] == dict([setting.split("=")]) and report["validation_clips"] > 0
     assert positive(report["profile's"][metric]) and positive(report["variant"][metric])
     assert list(tmp_path.iterdir())  # the variant trained into the scratch folder, not the profile's artifacts
+
+
+def test_lora_benchmark_times_the_full_fine_tune_and_each_rank(smoke_run, tmp_path, capsys):
+    bench = load("bench_transfer_lora")
+    report = bench.main(["--profile", "smoke", "--override", json.dumps(smoke_overrides(smoke_run["root"])),
+                         "--steps", "2", "--ranks", "2", "--clips", "8", "--out", str(tmp_path)])  # fmt: skip
+    full, lora = report
+    assert full["unet"] == "full" and lora["unet"] == "LoRA rank 2"
+    assert 0 < lora["trainable"] < full["trainable"] / 4 and positive(full["s_per_step"]) and positive(lora["s_per_step"])
+    assert "LoRA rank 2" in capsys.readouterr().out
+    assert {p.name for p in tmp_path.iterdir()} == {"rank-full", "rank-2"}  # scratch folder, not the profile's artifacts
