@@ -15,6 +15,9 @@ formats). ``finetune_on_recordings`` runs the whole step:
    UNet + vocoder (``all``), on the training recordings' latents, each paired with the text
    embeddings of its caption and its class's prompts. Condition dropout uses the vector the
    sampler guides against (``FoleyPipeline.unconditional_embedding``).
+   The UNet trains whole, or as LoRA factors merged back after training (``transfer.unet_lora_rank``).
+   With ``all``, each held class then keeps the fine-tuned vocoder only where it brings the
+   class's clips closer to its *training* recordings, else the base's (``choose_vocoders``).
 4. **Gate**: the base and the fine-tuned model generate the held classes with the same seeds
    and the profile's per-class selection; log-mel FAD and KAD to the held-out recordings. The
    rule is the main pipeline's (``evaluation.regression``, NaN refused) with no margin: the
