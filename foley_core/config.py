@@ -194,7 +194,8 @@ class ClapConfig(_Strict):
     steps: int = Field(300, ge=0)
     batch_size: int = Field(32, ge=2)
     learning_rate: float = Field(1e-3, gt=0)
-    # Lightning precision for this model's training (e.g. bf16-mixed); null = trainer.precision.
+    # Lightning precision for this model's training (e.g. bf16-mixed, or auto: bf16 only where the
+    # hardware runs it natively, foley_core/hardware.py); null = trainer.precision.
     precision: str | None = None
 
 class VaeConfig(_Strict):
@@ -208,7 +209,8 @@ class VaeConfig(_Strict):
     crop_frames: int = Field(96, ge=0)  # train on random crops this many frames long; 0 = whole clips
     # constant | cosine: the learning rate falls to 0 at `steps` (converges in fewer steps, docs/benchmarks.md)
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    # Lightning precision for this model's training (e.g. bf16-mixed); null = trainer.precision.
+    # Lightning precision for this model's training (e.g. bf16-mixed, or auto: bf16 only where the
+    # hardware runs it natively, foley_core/hardware.py); null = trainer.precision.
     precision: str | None = None
 
 
@@ -226,9 +228,13 @@ class UnetConfig(_Strict):
     train_timesteps: int = Field(1000, ge=10)
     beta_schedule: Literal["squaredcos_cap_v2", "scaled_linear", "linear"] = "squaredcos_cap_v2"
     frequency_channel: bool = True  # an extra input channel holding frequency position (cpu prototype: helped)
+    # train on random time crops this many latent frames long (a multiple of the UNet's downsampling);
+    # 0 = whole clips. Sampling always makes whole clips (docs/benchmarks.md: half the step time at 48 of 100)
+    crop_frames: int = Field(0, ge=0)
     # constant | cosine: the learning rate falls to 0 at `steps` (converges in fewer steps, docs/benchmarks.md)
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    # Lightning precision for this model's training (e.g. bf16-mixed); null = trainer.precision.
+    # Lightning precision for this model's training (e.g. bf16-mixed, or auto: bf16 only where the
+    # hardware runs it natively, foley_core/hardware.py); null = trainer.precision.
     precision: str | None = None
 
 
@@ -248,7 +254,8 @@ class VocoderConfig(_Strict):
     griffinlim_iters: int = Field(16, ge=1)
     # constant | cosine: the learning rate falls to 0 at `steps` (converges in fewer steps, docs/benchmarks.md)
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    # Lightning precision for this model's training (e.g. bf16-mixed); null = trainer.precision.
+    # Lightning precision for this model's training (e.g. bf16-mixed, or auto: bf16 only where the
+    # hardware runs it natively, foley_core/hardware.py); null = trainer.precision.
     precision: str | None = None
 
     @model_validator(mode="after")
@@ -279,7 +286,9 @@ class FinetuneConfig(_Strict):
     steps: int = Field(300, ge=0)
     batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
-    # Lightning precision for this model's training (e.g. bf16-mixed); null = trainer.precision.
+    crop_frames: int = Field(0, ge=0)  # random latent time crops, as ldm.unet.crop_frames; 0 = whole clips
+    # Lightning precision for this model's training (e.g. bf16-mixed, or auto: bf16 only where the
+    # hardware runs it natively, foley_core/hardware.py); null = trainer.precision.
     precision: str | None = None
 
 
@@ -328,8 +337,9 @@ class GenerationConfig(_Strict):
     max_regenerations: int = Field(2, ge=0)
     # Where generation and CLAP scoring run: auto (CUDA when torch sees a GPU) | cpu | cuda | cuda:N | mps.
     device: str = "auto"
-    # The UNet's dtype while sampling (VAE, vocoder, text encoders and CLAP stay float32).
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # The UNet's dtype while sampling (VAE, vocoder, text encoders and CLAP stay float32);
+    # auto: bf16 where the hardware runs it natively, else fp32 (CPU) or fp16 (CUDA).
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
 
     @field_validator("device")
     @classmethod
@@ -368,6 +378,20 @@ class Profile(_Strict):
     generation: GenerationConfig = GenerationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     wandb: WandbConfig = WandbConfig()
+    # What each ``precision: auto`` resolved to on this machine, and why (filled on load, never
+    # written in a profile): {"clap.precision": "bf16-mixed", ..., "reason": "...", "cpu": "..."}.
+    # The resolved values replace ``auto`` in their sections, so they are part of every code
+    # version and fingerprint: two kinds of CPU give two model versions.
+    precision_resolved: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_auto_precision(cls, data):
+        if not isinstance(data, dict):
+            return data
+        if data.get("precision_resolved"):
+            raise ValueError("precision_resolved is filled on load; set the sections' precision instead")
+        return resolve_auto_precision(data)
 
     @model_validator(mode="after")
     def _check_classes(self) -> "Profile":
@@ -379,6 +403,18 @@ class Profile(_Strict):
         if overlap:
             raise ValueError(f"data.extra_classes repeats target classes: {overlap}")
         return self
+
+    def precision_summary(self) -> dict[str, str]:
+        """The precision each network trained and sampled in (``auto`` resolved), and, where ``auto``
+        decided, why and on which CPU: what the model record and the report show."""
+        trainer = self.trainer.precision
+        summary = {"clap": self.clap.precision or trainer, "vae": self.ldm.vae.precision or trainer,
+                   "vocoder": self.ldm.vocoder.precision or trainer, "unet": self.ldm.unet.precision or trainer,
+                   "adapter": self.finetune.precision or trainer, "sampling": self.generation.precision}
+        if self.precision_resolved:
+            summary["auto"] = self.precision_resolved["reason"]
+            summary["cpu"] = self.precision_resolved["cpu"]
+        return summary
 
     @property
     def class_names(self) -> list[str]:
@@ -429,6 +465,65 @@ class Profile(_Strict):
         """Stable hash of the named config sections (for cache keys and code/data versions)."""
         dumped = self.model_dump(mode="json", include=set(sections) if sections else None)
         return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# The training precisions ``auto`` may stand in (section path -> field), and the sampling one.
+_TRAINING_PRECISIONS = ("clap", "ldm.vae", "ldm.unet", "ldm.vocoder", "finetune", "trainer")
+_SAMPLING_PRECISION = "generation"
+
+
+def _section(data: dict, path: str):
+    node = data
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _get(section, key: str, default=None):
+    if isinstance(section, dict):
+        return section.get(key, default)
+    return getattr(section, key, default) if section is not None else default
+
+
+def _set(data: dict, path: str, value: str) -> None:
+    """Replace ``<path>.precision`` in the raw profile (a dict, or a config model given directly)."""
+    *parents, last = path.split(".")
+    node = data
+    for part in parents:
+        node = node[part]
+    section = node[last]
+    node[last] = {**section, "precision": value} if isinstance(section, dict) else \
+        section.model_copy(update={"precision": value})
+
+
+def resolve_auto_precision(data: dict) -> dict:
+    """``precision: auto`` replaced by what this machine runs fast (foley_core.hardware), with
+    the choices in ``precision_resolved``. A profile without ``auto`` is returned unchanged."""
+    wanted = [p for p in (*_TRAINING_PRECISIONS, _SAMPLING_PRECISION) if _get(_section(data, p), "precision") == "auto"]
+    if not wanted:
+        return data
+    from foley_core import hardware
+
+    data = dict(data)
+    if data.get("ldm") is not None:  # a dict or an LdmConfig: a shallow dict either way, the caller's left as it was
+        data["ldm"] = dict(data["ldm"])
+    accelerator = _get(data.get("trainer"), "accelerator", "cpu")
+    device = _get(data.get("generation"), "device", "auto")
+    resolved, reasons = {}, set()
+    for path in wanted:
+        if path == _SAMPLING_PRECISION:
+            value, why = hardware.resolve_sampling_precision("auto", device)
+        else:
+            value, why = hardware.resolve_training_precision("auto", accelerator)
+        _set(data, path, value)
+        resolved[f"{path}.precision"] = value
+        reasons.add(why)
+    resolved["reason"] = "; ".join(sorted(reasons))
+    resolved["cpu"] = hardware.describe_cpu()
+    data["precision_resolved"] = resolved
+    return data
 
 
 def _format_errors(error: ValidationError, source: str) -> str:

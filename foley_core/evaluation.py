@@ -165,4 +165,5 @@ def evaluate_generation(profile, model_version: str) -> dict:
         "clap": clap_rows,
         "official": official_fad(profile, where.dcase),
         "model_version": model_version,
+        "precision": profile.precision_summary(),
     }

@@ -57,6 +57,9 @@ def _write_run_folder(folder: Path, run_id: str, run_label: str, profile: Profil
         "Class consistency: FAD of each class's clips (rows) to each class's reference clips (columns)":
             pd.DataFrame(metrics["class_consistency_fad"]).T,
     }
+    if metrics.get("precision"):  # absent in metrics of models evaluated before precision was recorded
+        tables["Precision: each network's training and sampling precision (auto resolved on this machine)"] = \
+            pd.DataFrame({"precision": metrics["precision"]})
     official = metrics.get("official")
     if official:
         rows = {**official["per_class"], "mean": official["mean_fad"],

@@ -147,7 +147,7 @@ def train_clap(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, parap
     metrics.update(
         final_loss=float(loss) if loss is not None else float("nan"), steps=int(trainer.global_step),
         train_seconds=round(train_seconds, 2), version=version, train_clips=int(len(train)),
-        text_tower=cfg.text_tower, audio_tower=cfg.audio_tower,
+        text_tower=cfg.text_tower, audio_tower=cfg.audio_tower, precision=str(trainer.precision),
     )
     if trainer.logger:
         trainer.logger.log_metrics({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},

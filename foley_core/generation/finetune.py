@@ -151,7 +151,11 @@ def finetune_adapter(profile: Profile, manifest: pd.DataFrame, embed_text: TextE
         means, stds = _latents(components, train, profile)
         text = torch.from_numpy(np.asarray(embed_text(texts), dtype=np.float32))
         pick = torch.tensor(index)
-        data = InMemoryDataModule(LatentConditions(means[pick], stds[pick], text), profile.finetune.batch_size,
+        if profile.finetune.crop_frames % unet_downsampling(components.unet):
+            raise ValueError(f"finetune.crop_frames={profile.finetune.crop_frames} must be a multiple of the UNet's "
+                             f"time downsampling ({unet_downsampling(components.unet)})")
+        data = InMemoryDataModule(LatentConditions(means[pick], stds[pick], text, profile.finetune.crop_frames),
+                                  profile.finetune.batch_size,
                                   profile.trainer.num_workers, profile.seed)
     module = AdapterModule(components, adapter, profile, train_adapter=train_adapter, train_unet=train_unet,
                            unconditional=unconditional)

@@ -98,16 +98,26 @@ class VocoderSegments(Dataset):
 
 
 class LatentConditions(Dataset):
-    """VAE posterior (mean, std) of each clip with its conditioning vector; the latent is sampled per step."""
+    """VAE posterior (mean, std) of each clip with its conditioning vector; the latent is sampled per step.
 
-    def __init__(self, means: torch.Tensor, stds: torch.Tensor, conditions: torch.Tensor):
+    ``crop_frames`` > 0: a random time crop of that many latent frames per item, drawn from the item's
+    own RNG (so a resumed run crops as an uninterrupted one). The UNet is convolutional in time, so it
+    learns the same denoiser from crops at a fraction of the arithmetic, and samples whole clips."""
+
+    def __init__(self, means: torch.Tensor, stds: torch.Tensor, conditions: torch.Tensor, crop_frames: int = 0):
         if not len(means) == len(stds) == len(conditions):
             raise ValueError("latents and conditions must have one row per clip")
         self.means, self.stds, self.conditions = means, stds, conditions
+        self.crop = crop_frames if 0 < crop_frames < means.shape[-2] else 0
 
     def __len__(self) -> int:
         return len(self.means)
 
     def __getitem__(self, item: Draw) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        index = item[0] if isinstance(item, tuple) else item
-        return self.means[index], self.stds[index], self.conditions[index]
+        if not self.crop:
+            index = item[0] if isinstance(item, tuple) else item
+            return self.means[index], self.stds[index], self.conditions[index]
+        index, rng = sample_rng(item)
+        start = int(rng.integers(0, self.means.shape[-2] - self.crop + 1))
+        window = slice(start, start + self.crop)
+        return self.means[index, :, window], self.stds[index, :, window], self.conditions[index]

@@ -115,6 +115,7 @@ def fit(profile: Profile, name: str, module: pl.LightningModule, data: InMemoryD
     return {
         "steps": trainer.global_step, "resumed_from_step": start, "seconds": round(seconds, 2),
         "steps_per_s": round(run_steps / seconds, 3) if seconds > 0 else None, **history.summary(),
+        "precision": str(trainer.precision),  # as resolved (precision: auto, foley_core.hardware)
     }, trainer  # fmt: skip
 
 
@@ -308,7 +309,11 @@ def train_unet(profile: Profile, manifest: pd.DataFrame, conditioning: Condition
     multiple = vae_downsampling(vae) * unet_downsampling(unet)
     images = norm.normalise(pad_frames(compute_log_mels(load_waveforms(train, profile.audio), MelFrontEnd(profile.audio)), multiple))
     means, stds = _encode_posteriors(vae, images, vae.config.scaling_factor)
-    data = InMemoryDataModule(LatentConditions(means, stds, conditions), cfg.batch_size, profile.trainer.num_workers, profile.seed)
+    if cfg.crop_frames % unet_downsampling(unet):
+        raise ValueError(f"ldm.unet.crop_frames={cfg.crop_frames} must be a multiple of the UNet's time "
+                         f"downsampling ({unet_downsampling(unet)})")
+    data = InMemoryDataModule(LatentConditions(means, stds, conditions, cfg.crop_frames), cfg.batch_size,
+                              profile.trainer.num_workers, profile.seed)
     scheduler = scheduler if scheduler is not None else build_train_scheduler(cfg)
     module = UnetModule(unet, scheduler, cfg)
     run, trainer = fit(profile, "unet", module, data, cfg.steps, _work_dir(out_dir, work_dir, "unet", key), callbacks,
