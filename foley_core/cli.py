@@ -234,9 +234,23 @@ def _pipeline(profile, model: Path | None):
 
     try:
         folder = (model or latest_pipeline_dir(profile)).resolve()
+        _check_weight_files(folder)
         return place(FoleyPipeline.from_pretrained(folder, profile), profile.generation), folder
     except (OSError, ValueError) as exc:  # OSError: transformers' "can't load" for a broken model folder
         raise UserError(str(exc)) from None
+
+
+def _check_weight_files(folder: Path) -> None:
+    """Every safetensors file of a model folder opens (header and length agree): a truncated or damaged
+    copy is a one-line error naming the file, not a traceback from deep inside the loader."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.rglob("*.safetensors")) if folder.is_dir() else []:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # safetensors raises its own SafetensorError (no OSError/ValueError base)
+            raise UserError(f"damaged weights file {path}: {exc}; copy the model folder again") from None
 
 
 def _check_writable(path: Path) -> None:
@@ -300,8 +314,8 @@ def generate(prompt: str, class_name: str | None, n_candidates: int | None, guid
         prompt = prompt or cfg.prompts[0]
         n_candidates = cfg.candidates if n_candidates is None else n_candidates  # -n 0 is an error, not "default"
         guidance = cfg.guidance if guidance is None else guidance
-    if not prompt.strip():
-        raise UserError("the prompt is empty: give a text like \"a dog barking\" or --class DogBark")
+    if not "".join(ch for ch in prompt if ch.isprintable()).strip():  # control characters alone say nothing either
+        raise UserError("the prompt is empty (no printable text): give a text like \"a dog barking\" or --class DogBark")
     n_candidates = 1 if n_candidates is None else n_candidates
     if not 1 <= n_candidates <= 64:
         raise UserError(f"--n-candidates must be between 1 and 64, got {n_candidates}")

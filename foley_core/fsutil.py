@@ -197,10 +197,25 @@ def replace_symlink(link: Path | str, target: Path | str) -> None:
         raise
 
 
+def current_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def temp_file_beside(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
+    """A new temporary file next to ``path`` (same filesystem, so ``os.replace`` is atomic), with the
+    mode the umask gives any new file. mkstemp's own 0600 would survive the rename, and a team that
+    reads through a shared group (deploy/README.md) could not open the report, metrics or clips."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.fchmod(fd, 0o666 & ~current_umask())
+    return fd, tmp
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` under a temporary name, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)

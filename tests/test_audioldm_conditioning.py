@@ -297,3 +297,20 @@ def test_device_setting_is_validated_and_resolved():
 
     for name, precision in (("cpu", "bf16" if this_cpu().native_bf16 else "fp32"), ("smoke", "fp32")):
         assert (load_profile(name).generation.device, load_profile(name).generation.precision) == ("cpu", precision)
+
+
+def test_a_truncated_weights_file_is_a_one_line_error_naming_it(audioldm, bare_profile, tmp_path):
+    """Issue 22: a damaged copy in --model ends in one line that names the file, exit 2, nothing written."""
+    import shutil
+
+    folder, _ = audioldm
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    weights = sorted((copy / "unet").glob("*.safetensors"))[0]
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    out = tmp_path / "out.wav"
+    result = CliRunner().invoke(main, ["generate", "--model", str(copy), "-n", "1", "--steps", "1", "-o", str(out),
+                                       "--profile", str(bare_profile), "a dog barking"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"error: damaged weights file {weights}")
+    assert "Traceback" not in result.output and not out.exists()

@@ -165,3 +165,16 @@ def test_lora_benchmark_times_the_full_fine_tune_and_each_rank(smoke_run, tmp_pa
     assert 0 < lora["trainable"] < full["trainable"] / 4 and positive(full["s_per_step"]) and positive(lora["s_per_step"])
     assert "LoRA rank 2" in capsys.readouterr().out
     assert {p.name for p in tmp_path.iterdir()} == {"rank-full", "rank-2"}  # scratch folder, not the profile's artifacts
+
+
+def test_step_precision_benchmark_prints_both_precisions_per_network():
+    """bench_step_precision.py on the smoke profile: one row per network, fp32 and bf16 step times > 0."""
+    result = subprocess.run([sys.executable, str(BENCH / "bench_step_precision.py"), "--profile", "smoke",
+                             "--steps", "1", "--warmup", "0"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["clap"], ["vae"], ["vocoder"], ["unet"])]
+    assert [r[0] for r in rows] == ["clap", "vae", "vocoder", "unet"], result.stdout
+    for row in rows:
+        fp32, bf16, ratio = float(row[2]), float(row[3]), float(row[4])
+        assert fp32 >= 0 and bf16 >= 0 and ratio > 0 and math.isfinite(ratio)
+    assert "native bf16:" in result.stdout

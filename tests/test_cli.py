@@ -42,3 +42,12 @@ def test_unknown_profile_is_a_one_line_error():
     result = CliRunner().invoke(main, ["run", "--profile", "nope"])
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: no profile 'nope'")
+
+
+def test_a_prompt_of_control_characters_only_is_refused_like_an_empty_one(tmp_path):
+    """Issue 22: `$'\\x01\\x02\\t'` has no text to condition on; refused before any model loads."""
+    for prompt in ("\x01\x02\t", "\x7f\x00 ", "  \n"):
+        result = CliRunner().invoke(main, ["generate", prompt, "--profile", "smoke", "--output", str(tmp_path / "x.wav")])
+        assert result.exit_code == 2, result.output
+        assert "the prompt is empty" in result.output
+        assert not (tmp_path / "x.wav").exists()

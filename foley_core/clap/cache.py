@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import pandas as pd
 
 from foley_core.audio import write_text_atomic
 from foley_core.clap.evaluate import read_clips
-from foley_core.fsutil import exclusive_lock
+from foley_core.fsutil import exclusive_lock, temp_file_beside
 
 META = "cache.json"
 LOCK = ".lock"
@@ -150,7 +149,7 @@ class EmbeddingCache:
 
 
 def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **arrays)

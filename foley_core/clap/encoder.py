@@ -10,7 +10,6 @@ from abc import ABC, abstractmethod
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from foley_core.clap.towers import SmallClap, TowerConfig, minilm_fingerprint
+from foley_core.fsutil import temp_file_beside
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -167,6 +167,6 @@ def save_trained(model: SmallClap, folder: Path) -> str:
 
 
 def _temp_name(folder: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    fd, tmp = temp_file_beside(Path(folder) / name)
     os.close(fd)
     return Path(tmp)

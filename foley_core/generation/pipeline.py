@@ -412,8 +412,9 @@ def promote(pipeline: FoleyPipeline, profile, metrics: dict, *, export_problems:
             with staged_dir(folder) as staging:  # replaces a half folder an older version left
                 for name, class_pipeline in (class_models or {}).items():
                     class_pipeline.save_pretrained(staging / CLASS_MODELS / name, clap_folder=clap_folder)
-                extra = {"model_version": metrics["model_version"], "profile": profile.name,
-                         "precision": profile.precision_summary()}
+                extra = {"model_version": metrics["model_version"], "profile": profile.name}
+                if "precision" in metrics:  # what each network trained and sampled in (evaluate_generation)
+                    extra["precision"] = metrics["precision"]
                 if class_models:  # which class generates with which saved model
                     extra["class_models"] = {c: profile.model_of(c) for c in profile.class_names
                                              if profile.model_of(c) in class_models}
