@@ -103,24 +103,28 @@ def _cuda_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def resolve_training_precision(precision: str, accelerator: str) -> tuple[str, str]:
-    """(Lightning precision, why) for a model's ``precision`` on ``trainer.accelerator``."""
-    if precision != "auto":
-        return precision, "set in the profile"
-    if _uses_cuda(accelerator):
-        return ("bf16-mixed", "CUDA card with bf16") if _cuda_bf16() else ("16-mixed", "CUDA card without bf16")
-    cpu = this_cpu()
-    return ("bf16-mixed" if cpu.native_bf16 else "32-true"), cpu.reason
+_LIGHTNING_NAMES = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-true"}
 
 
-def resolve_sampling_precision(precision: str, device: str) -> tuple[str, str]:
-    """(fp32 | bf16 | fp16, why) for ``generation.precision`` on ``generation.device``."""
-    if precision != "auto":
-        return precision, "set in the profile"
+def _auto_dtype(device: str) -> tuple[str, str]:
+    """(bf16 | fp16 | fp32, why): what ``auto`` means on ``device`` (an accelerator or device name)."""
     if _uses_cuda(device):
         return ("bf16", "CUDA card with bf16") if _cuda_bf16() else ("fp16", "CUDA card without bf16")
     cpu = this_cpu()
     return ("bf16" if cpu.native_bf16 else "fp32"), cpu.reason
+
+
+def resolve_training_precision(precision: str, accelerator: str) -> tuple[str, str]:
+    """(Lightning precision, why) for a model's ``precision`` on ``trainer.accelerator``."""
+    if precision != "auto":
+        return precision, "set in the profile"
+    dtype, why = _auto_dtype(accelerator)
+    return _LIGHTNING_NAMES[dtype], why
+
+
+def resolve_sampling_precision(precision: str, device: str) -> tuple[str, str]:
+    """(fp32 | bf16 | fp16, why) for ``generation.precision`` on ``generation.device``."""
+    return (precision, "set in the profile") if precision != "auto" else _auto_dtype(device)
 
 
 def describe_cpu() -> str:
