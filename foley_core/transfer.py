@@ -51,8 +51,8 @@ import pytorch_lightning as pl
 import torch
 from diffusers import DDPMScheduler
 
+from foley_core.code_version import source_version
 from foley_core.config import Profile
-from foley_core.data.versioning import file_hash
 from foley_core.env import retrain_requested
 from foley_core.fsutil import exclusive_lock, replace_symlink, staged_dir, write_text_atomic
 from foley_core.layout import layout
@@ -256,9 +256,7 @@ def finetune_vocoder(profile: Profile, base, train: pd.DataFrame, work_dir: Path
 
 # ---------------------------------------------------------------- the whole step
 def _fingerprint(profile: Profile, base_version: str, data: SourceData, train_what: str) -> str:
-    here = Path(__file__).parent
-    code = [file_hash(p) for p in (Path(__file__), here / "clap" / "adapt.py", here / "ldm" / "modules.py",
-                                   here / "data" / "recordings.py", here / "resume.py")]
+    code = source_version(finetune_on_recordings)
     settings = [profile.transfer.model_dump(mode="json", exclude={"source"}), profile.seed, train_what,
                 base_version, data.version, code]
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,18 +1,18 @@
-"""code_version for assets: the source of the foley_core modules an asset runs, plus the
-profile sections it reads. Editing either makes the asset stale; nothing else does."""
+"""code_version for assets: derived from the code each asset's stage function may run and the
+profile sections that code reads (``foley_core.code_version``). Editing either makes the asset
+stale; nothing else does, and no module list is typed by hand."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib
+from typing import Callable
 
+from foley_core.code_version import profile_sections_read_by, source_version
 from foley_core.config import Profile
 
+SECTIONS = frozenset(Profile.model_fields)
 
-def code_version(profile: Profile, modules: list[str], sections: list[str]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(modules):
-        module = importlib.import_module(name)
-        with open(module.__file__, "rb") as handle:
-            digest.update(handle.read())
-    return f"{digest.hexdigest()[:12]}-{profile.fingerprint(*sections)[:8]}"
+
+def code_version(profile: Profile, stage: Callable) -> str:
+    sections = profile_sections_read_by(stage, SECTIONS)
+    settings = profile.fingerprint(*sections)[:8] if sections else "none"
+    return f"{source_version(stage)[:12]}-{settings}"

@@ -29,9 +29,9 @@ from foley_core.clap._laion import clap_module
 from foley_core.clap.encoder import TrainedClapEncoder, save_trained
 from foley_core.clap.evaluate import evaluate_clap, read_clips
 from foley_core.clap.towers import SmallClap, TowerConfig
+from foley_core.code_version import source_version
 from foley_core.config import Profile
 from foley_core.env import retrain_requested
-from foley_core.data.versioning import file_hash
 from foley_core.progress import TerminalProgress
 from foley_core.resume import Draw, RngState, SeededDataModule, resume_checkpoint, sample_rng
 
@@ -158,10 +158,9 @@ def train_clap(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, parap
     return metrics
 
 
-def _training_code_version() -> list[str]:
-    """Hashes of the modules that decide what training makes (the towers, this loop, its data order)."""
-    here = Path(__file__)
-    return [file_hash(p) for p in (here.with_name("train.py"), here.with_name("towers.py"), here.parent.parent / "resume.py")]
+def _training_code_version() -> str:
+    """The version of the code training runs (the towers, this loop, its data order)."""
+    return source_version(train_clap)
 
 
 def _run_fingerprint(profile: Profile, train: pd.DataFrame) -> str:

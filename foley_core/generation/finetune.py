@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
 from foley_core.audio import write_text_atomic
+from foley_core.code_version import source_version
 from foley_core.config import Profile
-from foley_core.data.versioning import file_hash
 from foley_core.fsutil import staged_dir
 from foley_core.generation.adapter import EmbeddingAdapter
 from foley_core.ldm.components import LdmComponents
@@ -36,7 +36,6 @@ from foley_core.ldm.models import unet_downsampling, unet_input, vae_downsamplin
 from foley_core.ldm.modules import UnetModule
 from foley_core.env import retrain_requested
 from foley_core.ldm.training import _encode_posteriors, fit, fresh_if_retraining, tensor_digest
-from foley_core.resume import code_version as resume_code_version
 
 TextEmbedder = Callable[[list[str]], np.ndarray]
 METRICS = "metrics.json"
@@ -135,7 +134,7 @@ def finetune_adapter(profile: Profile, manifest: pd.DataFrame, embed_text: TextE
     train_unet = profile.finetune.train == "adapter+unet"
     # The training code is part of the key: a checkpoint of older code is not resumed as if new.
     key = hashlib.sha256(json.dumps([profile.finetune.model_dump(), profile.seed, train_adapter, base_version, clap_version,
-                                     sorted(train["content_hash"]), file_hash(Path(__file__)), resume_code_version()],
+                                     sorted(train["content_hash"]), source_version(finetune_adapter)],
                                     sort_keys=True).encode()).hexdigest()[:12]
     finished = (out_dir / METRICS).is_file() and json.loads((out_dir / METRICS).read_text()).get("fingerprint") == key
     if finished and not retrain_requested():

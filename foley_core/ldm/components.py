@@ -13,7 +13,6 @@ Loading never unpickles: every ``from_pretrained`` runs with ``use_safetensors=T
 
 from __future__ import annotations
 
-import hashlib
 import math
 import json
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import SpeechT5HifiGan
 
 from foley_core.audio import write_text_atomic
+from foley_core.code_version import package_version
 from foley_core.config import AudioConfig
 from foley_core.ldm.mel import MelFrontEnd, MelNormalisation
 from foley_core.ldm.models import parameter_count
@@ -33,11 +33,9 @@ FORMAT = "foley-ldm/1"
 
 
 def ldm_code_version() -> str:
-    """Hash of this package's source: changes whenever model, training or sampling code changes."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+    """The version of this package's source (recorded with a model): changes whenever model,
+    training or sampling code changes."""
+    return package_version("foley_core.ldm")
 
 
 def describe_ldm(audio: AudioConfig, normalisation: MelNormalisation, vocoder: str, griffinlim_iters: int,

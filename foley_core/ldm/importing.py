@@ -42,6 +42,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from foley_core.code_version import source_version
 from foley_core.config import Profile
 from foley_core.data.versioning import file_hash
 from foley_core.fsutil import staged_dir, write_text_atomic
@@ -278,7 +279,7 @@ def _fingerprint(profile: Profile, source: Path, files: list[Path]) -> str:
     """Cheap identity of an import: source files by (path, size, mtime), profile parts it reads, this code."""
     parts = [IMPORT_FORMAT, str(source), [_stat_key(f) for f in files], profile.audio.model_dump(mode="json"),
              profile.ldm.vocoder.kind, profile.ldm.vocoder.griffinlim_iters,
-             file_hash(Path(__file__))]  # fmt: skip
+             source_version(import_audioldm)]  # fmt: skip
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

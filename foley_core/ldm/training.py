@@ -27,6 +27,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from transformers import SpeechT5HifiGan
 
 from foley_core.audio import write_text_atomic
+from foley_core.code_version import source_version
 from foley_core.env import retrain_requested
 from foley_core.fsutil import staged_dir
 from foley_core.config import Profile
@@ -44,7 +45,6 @@ from foley_core.ldm.models import (
 from foley_core.ldm.modules import UnetModule, VaeModule, VocoderModule
 from foley_core.progress import TerminalProgress
 from foley_core.resume import RngState, resume_checkpoint
-from foley_core.resume import code_version as resume_code_version
 
 METRICS = "metrics.json"
 NORMALISATION = "mel_normalisation.json"
@@ -174,7 +174,7 @@ def train_vae(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, work_d
     cfg, out_dir = profile.ldm.vae, Path(out_dir)
     train, val = split_rows(manifest, "train"), split_rows(manifest, "val")
     key = _fingerprint("vae", cfg.model_dump(), profile.audio.model_dump(), profile.ldm.mel_normalisation,
-                       profile.seed, sorted(train["content_hash"]), ldm_code_version(), resume_code_version())  # fmt: skip
+                       profile.seed, sorted(train["content_hash"]), source_version(train_vae))  # fmt: skip
     if (done := _finished(out_dir, key)) is not None:
         return done
     pl.seed_everything(profile.seed, workers=True)
@@ -267,7 +267,7 @@ def train_vocoder(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, wo
         raise ValueError("ldm.vocoder.kind is 'griffinlim': there is no vocoder to train")
     train = split_rows(manifest, "train")
     key = _fingerprint("vocoder", cfg.model_dump(), profile.audio.model_dump(), profile.seed,
-                       sorted(train["content_hash"]), ldm_code_version(), resume_code_version())  # fmt: skip
+                       sorted(train["content_hash"]), source_version(train_vocoder))  # fmt: skip
     if (done := _finished(out_dir, key)) is not None:
         return done
     pl.seed_everything(profile.seed, workers=True)
@@ -299,7 +299,7 @@ def train_unet(profile: Profile, manifest: pd.DataFrame, conditioning: Condition
     vae, norm = load_vae(vae_dir)
     key = _fingerprint("unet", cfg.model_dump(), profile.audio.model_dump(), profile.seed, sorted(hashes),
                        hashlib.sha256(conditions.numpy().tobytes()).hexdigest(), _file_digest(Path(vae_dir)),
-                       ldm_code_version(), resume_code_version())  # fmt: skip
+                       source_version(train_unet))  # fmt: skip
     if (done := _finished(out_dir, key)) is not None:
         return done
     pl.seed_everything(profile.seed, workers=True)

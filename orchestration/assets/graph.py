@@ -36,7 +36,6 @@ from orchestration.automation import RETRAIN
 from orchestration.resources import FoleyProfile
 from orchestration.versions import code_version
 
-DATA_MODULES = ["foley_core.audio", "foley_core.data.sources", "foley_core.data.ingest"]
 COMPUTE = "compute"  # the pool of training and sampling stages: one at a time (dagster.yaml)
 
 
@@ -51,8 +50,8 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
     class_parts = StaticPartitionsDefinition(profile.class_names)
     same_class = StaticPartitionMapping({c: c for c in profile.class_names})
 
-    def version(modules: list[str], sections: list[str]) -> str:
-        return code_version(profile, ["foley_core.stages", *modules], sections)
+    def version(stage) -> str:
+        return code_version(profile, stage)
 
     def key(name: str) -> AssetKey:
         return AssetKey([prefix, name])
@@ -72,8 +71,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
         return stage_output(context, result)
 
     @asset(**common, group_name="data",
-           code_version=version(["foley_core.data.raw", "foley_core.data.synth", "foley_core.data.versioning"],
-                                ["data", "audio", "seed"]),
+           code_version=version(stages.snapshot_data),
            description="The DVC-tracked raw data (data/): synthetic corpus, DCASE dev set, captioned corpora. "
                        "Its version covers this profile's sources only.")
     def raw_foley_data(context: AssetExecutionContext, foley: FoleyProfile):
@@ -82,8 +80,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
     own = []  # the transfer step's assets: only when the profile names a folder of its own recordings
     if profile.transfer.source:
         @asset(**common, group_name="data",
-               code_version=version(["foley_core.data.own", "foley_core.data.versioning", "foley_core.data.sources"],
-                                    ["transfer", "dvc", "data", "classes"]),
+               code_version=version(stages.snapshot_own_recordings),
                description="The profile's own recordings (transfer.source): mirrored into data/own/ and tracked "
                            "when DVC tracks data/, else versioned by content hash.")
         def own_recordings(context: AssetExecutionContext, foley: FoleyProfile):
@@ -92,21 +89,20 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
         own.append(own_recordings)
 
     @asset(**common, ins=ins("raw_foley_data"), group_name="data", partitions_def=dataset_parts,
-           code_version=version(DATA_MODULES, ["data", "audio", "classes"]),
+           code_version=version(stages.ingest_dataset_class),
            description="Normalised clip-length clips + manifest for one class; bad files quarantined with a reason.")
     def foley_dataset(context: AssetExecutionContext, foley: FoleyProfile, raw_foley_data: Artifact):
         return run_stage(context, foley, stages.ingest_dataset_class, context.partition_key,
                             raw_foley_data=raw_foley_data)
 
     @asset(**common, ins=ins("foley_dataset"), group_name="models", pool=COMPUTE,
-           code_version=version(["foley_core.clap.train", "foley_core.clap.towers", "foley_core.clap.encoder"],
-                                ["clap", "audio", "seed", "trainer"]),
+           code_version=version(stages.build_clap),
            description="CLAP text + audio encoders in one space: trained contrastively here, or a LAION checkpoint.")
     def clap_model(context: AssetExecutionContext, foley: FoleyProfile, foley_dataset: dict):
         return run_stage(context, foley, stages.build_clap, foley_dataset=foley_dataset)
 
     @asset(**common, ins=ins("clap_model", "foley_dataset"), group_name="models", partitions_def=dataset_parts,
-           code_version=version(["foley_core.clap.cache"], ["classes"]),
+           code_version=version(stages.embed_class),
            description="Cached CLAP audio embeddings of every clip and text embeddings of captions and prompts, "
                        "keyed by (CLAP version, clip content hash).")
     def clap_embeddings(context: AssetExecutionContext, foley: FoleyProfile, clap_model: Artifact,
@@ -115,9 +111,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
                             clap_model=clap_model, foley_dataset=foley_dataset)
 
     @asset(**common, ins=ins("clap_model", "clap_embeddings"), group_name="models", pool=COMPUTE,
-           code_version=version(["foley_core.ldm.training", "foley_core.ldm.modules", "foley_core.ldm.models",
-                                 "foley_core.ldm.mel", "foley_core.ldm.components", "foley_core.ldm.importing"],
-                                ["ldm", "audio", "seed", "trainer"]),
+           code_version=version(stages.build_ldm),
            description="VAE + UNet + vocoder pre-trained on every clip (the UNet conditioned on its CLAP audio "
                        "embedding), or imported from an AudioLDM folder.")
     def pretrained_ldm(context: AssetExecutionContext, foley: FoleyProfile, clap_model: Artifact,
@@ -126,8 +120,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
                             clap_embeddings=clap_embeddings)
 
     @asset(**common, ins=ins("pretrained_ldm", "clap_embeddings"), group_name="models", pool=COMPUTE,
-           code_version=version(["foley_core.generation.finetune", "foley_core.generation.adapter"],
-                                ["finetune", "classes", "seed"]),
+           code_version=version(stages.finetune_adapters),
            description="The paper's d x d embedding adapter fine-tuned on the target classes, and the identity "
                        "ablation (same seed and steps, adapter frozen).")
     def finetuned_adapter(context: AssetExecutionContext, foley: FoleyProfile, pretrained_ldm: Artifact,
@@ -138,9 +131,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
     @asset(**common, group_name="generation", pool=COMPUTE, partitions_def=class_parts,
            ins={"finetuned_adapter": AssetIn(key("finetuned_adapter")),
                 "clap_embeddings": AssetIn(key("clap_embeddings"), partition_mapping=same_class)},
-           code_version=version(["foley_core.generation.generate", "foley_core.generation.pipeline",
-                                 "foley_core.generation.selection", "foley_core.generation.submission",
-                                 "foley_core.ldm.sampling"], ["generation", "classes", "seed"]),
+           code_version=version(stages.generate_candidates),
            description="N candidates per clip in one batch, scored by CLAP; best kept (floor/ceiling, regeneration, "
                        "multi-target). Made with the fine-tuned adapter and with the identity ablation, same seeds.")
     def generated_candidates(context: AssetExecutionContext, foley: FoleyProfile, finetuned_adapter: Artifact,
@@ -149,15 +140,14 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
                             finetuned_adapter=finetuned_adapter, clap_embeddings=clap_embeddings)
 
     @asset(**common, ins=ins("generated_candidates"), group_name="generation", partitions_def=class_parts,
-           code_version=version(["foley_core.export"], ["audio"]),
+           code_version=version(stages.export_class),
            description="The selected clips in the DCASE layout: 22,050 Hz, mono, 16-bit, exactly 4 s.")
     def selected_outputs(context: AssetExecutionContext, foley: FoleyProfile, generated_candidates: Artifact):
         return run_stage(context, foley, stages.export_class, context.partition_key,
                             generated_candidates=generated_candidates)
 
     @asset(**common, ins=ins("selected_outputs", "generated_candidates"), group_name="evaluation",
-           code_version=version(["foley_core.evaluation", "foley_core.metrics.distances", "foley_core.metrics.embedders"],
-                                ["evaluation", "classes"]),
+           code_version=version(stages.evaluate),
            description="FAD/KAD of generated clips to held-out clips per class (the report says which clips), class "
                        "consistency, the {selection off, on} x {adapter off, on} ablation on the same seeds, and the "
                        "official DCASE FAD when VGGish weights are configured.")
@@ -191,7 +181,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
             "problems": "; ".join(problems) or "none", "accepted_model": (accepted or {}).get("model_version", "none yet")})
 
     @asset(**common, ins=ins("evaluation_metrics"), group_name="evaluation",
-           code_version=version(["foley_core.generation.pipeline", "foley_core.evaluation"], ["generation", "evaluation"]),
+           code_version=version(stages.promote_model),
            description="The model the CLI uses (`latest`): promoted only if the gate passes. The gate is re-applied "
                        "here on the evaluation it receives, so no launch path promotes a rejected or NaN model.")
     def promoted_pipeline(context: AssetExecutionContext, foley: FoleyProfile, evaluation_metrics: Artifact):
@@ -203,7 +193,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
         return stage_output(context, result, evaluation_metrics=evaluation_metrics)
 
     @asset(**common, ins=ins("promoted_pipeline", "evaluation_metrics"), group_name="evaluation",
-           code_version=version(["foley_core.run_outputs", "foley_core.report"], ["classes"]),
+           code_version=version(stages.write_report),
            description="outputs/<run-id>/: the report to listen to (clips, spectrograms, metrics, lineage), the "
                        "DCASE clips and metrics; outputs/latest points at the newest.")
     def foley_report(context: AssetExecutionContext, foley: FoleyProfile, promoted_pipeline: Artifact,
@@ -214,10 +204,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
     transfer, transfer_checks = [], []
     if profile.transfer.source:
         @asset(**common, ins=ins("promoted_pipeline", "own_recordings"), group_name="transfer", pool=COMPUTE,
-               code_version=version(["foley_core.transfer", "foley_core.clap.adapt", "foley_core.data.recordings",
-                                     "foley_core.data.own", "foley_core.ldm.modules", "foley_core.generation.pipeline",
-                                     "foley_core.generation.submission", "foley_core.evaluation"],
-                                    ["transfer", "generation", "evaluation", "classes", "audio", "seed", "trainer"]),
+               code_version=version(stages.finetune_on_source),
                description="The accepted model fine-tuned on own_recordings (CLAP audio tower, adapter / UNet / "
                            "vocoder per transfer.train), promoted only if its clips are closer to held-out "
                            "recordings than the base's. A refusal is not a failure: the base stays in use.")
