@@ -94,7 +94,8 @@ def main() -> None:
     print(f"2. same components, 4 clips: ours {ours:.2f}s, diffusers AudioLDMPipeline {theirs:.2f}s -> ratio {ours / theirs:.2f}")
 
     try:
-        from foley_core.generation.pipeline import FoleyPipeline, latest_pipeline_dir
+        from foley_core.generation.pipeline import FoleyPipeline
+        from foley_core.registry import latest_pipeline_dir
 
         trained = FoleyPipeline.from_pretrained(latest_pipeline_dir(profile), profile)
     except FileNotFoundError as exc:

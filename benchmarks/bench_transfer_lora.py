@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     from foley_core.config import load_profile
     from foley_core.data.ingest import load_manifest
-    from foley_core.generation.pipeline import FoleyPipeline, latest_pipeline_dir, place
+    from foley_core.generation.pipeline import FoleyPipeline, place
+    from foley_core.registry import latest_pipeline_dir
     from foley_core.layout import layout
     from foley_core.transfer import finetune_generator
 

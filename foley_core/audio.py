@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from foley_core.fsutil import temp_file_beside, write_text_atomic  # noqa: F401  (write_text_atomic re-exported)
+from foley_core.fsutil import atomic_file, write_text_atomic  # noqa: F401  (write_text_atomic re-exported)
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus"})
 # Sample rates a real recording can have. A header outside this range is corrupt or lying, and
@@ -131,12 +130,5 @@ def content_hash(audio: np.ndarray) -> str:
 
 
 def write_wav_atomic(path: Path, audio: np.ndarray, rate: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file_beside(path, ".wav.tmp")
-    os.close(fd)
-    try:
+    with atomic_file(path, ".wav.tmp") as tmp:
         sf.write(tmp, pcm16(audio), rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

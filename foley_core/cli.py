@@ -228,14 +228,22 @@ def validate_dcase_command(directory: Path, clips_per_class: int) -> None:
 
 
 def _pipeline(profile, model: Path | None):
-    """The pipeline in ``model`` (a saved pipeline or a plain diffusers AudioLDM folder; default: the
-    profile's latest accepted model), on the profile's ``generation.device`` and ``precision``."""
-    from foley_core.generation.pipeline import FoleyPipeline, latest_pipeline_dir, place
+    """The pipeline in ``model`` (a saved pipeline, a plain diffusers AudioLDM folder, or an original-format
+    AudioLDM checkpoint + YAML, converted once; default: the profile's latest accepted model), on the
+    profile's ``generation.device`` and ``precision``."""
+    from foley_core.generation.pipeline import FoleyPipeline, place
+    from foley_core.registry import latest_pipeline_dir, verify_model
 
     try:
         folder = (model or latest_pipeline_dir(profile)).resolve()
+        model_profile = profile
+        if model is not None:  # e.g. the DCASE winners' .ckpt: a diffusers folder in the artifacts, scored by its own CLAP
+            from foley_core.ldm.original_checkpoint import prepare_model
+
+            folder, model_profile = prepare_model(folder, profile)
+        verify_model(folder)  # the content hashes recorded when it was promoted, where it was
         _check_weight_files(folder)
-        return place(FoleyPipeline.from_pretrained(folder, profile), profile.generation), folder
+        return place(FoleyPipeline.from_pretrained(folder, model_profile), profile.generation), folder
     except (OSError, ValueError) as exc:  # OSError: transformers' "can't load" for a broken model folder
         raise UserError(str(exc)) from None
 
@@ -273,7 +281,8 @@ def _check_writable(path: Path) -> None:
 @click.option("--steps", type=int, help="sampler steps (default: the model's)")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("out.wav"), show_default=True)
 @click.option("--model", type=click.Path(path_type=Path),
-              help="a pipeline folder, or a diffusers AudioLDM folder such as cvssp/audioldm-s-full-v2 "
+              help="a pipeline folder, a diffusers AudioLDM folder such as cvssp/audioldm-s-full-v2, or an "
+                   "original-format AudioLDM checkpoint with its YAML beside it (converted once) "
                    "(default: the profile's latest accepted model)")
 @click.option("--device", help="auto | cpu | cuda | cuda:N | mps (default: the profile's generation.device)")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
@@ -345,10 +354,17 @@ def generate(prompt: str, class_name: str | None, n_candidates: int | None, guid
             pipeline = pipeline_for_class(pipeline, folder, prof, class_name)
         except (OSError, ValueError) as exc:
             raise UserError(str(exc)) from None
+    targets, against = None, ""
+    if class_name is not None and model is not None and prof.class_config(class_name).clap_floor is None:
+        from foley_core.ldm.original_checkpoint import stored_targets
+
+        stored = stored_targets(folder, class_name)  # the winners' multi-target mode: a stored clip embedding
+        if stored is not None:
+            targets, against = stored[[seed % len(stored)]], f" against stored target {seed % len(stored)} of {len(stored)}"
     click.echo(f"generating {n_candidates} candidate(s) for {prompt!r} with model {folder.name} ...", err=True)
     try:
         result = pipeline([prompt], n_candidates=n_candidates, guidance_scale=2.5 if guidance is None else guidance,
-                          seeds=[seed], steps=steps, seconds=seconds)
+                          seeds=[seed], steps=steps, seconds=seconds, targets=targets)
     except ScoringUnavailable as exc:
         raise UserError(f"{exc}; or use --n-candidates 1") from None
     try:  # write_dcase_clip writes atomically: on failure the old file (if any) is untouched
@@ -363,7 +379,7 @@ def generate(prompt: str, class_name: str | None, n_candidates: int | None, guid
         return
     scores = ", ".join(f"{s:.3f}" for s in result.scores[0])
     click.echo(f"wrote {output}: candidate {int(result.best[0])} of {n_candidates}, CLAP score "
-               f"{result.scores[0, result.best[0]]:.3f} (all: {scores}); model {folder.name}")
+               f"{result.scores[0, result.best[0]]:.3f}{against} (all: {scores}); model {folder.name}")
 
 
 @main.command("export-dcase")

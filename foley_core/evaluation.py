@@ -1,6 +1,6 @@
 """Pipeline evaluation: per-class distances of generated clips to held-out real clips, class
-consistency, the selection x adapter ablation, and a regression gate against the last
-accepted model. Distances use a pluggable embedder (log-mel statistics offline by default)."""
+consistency, and the selection x adapter ablation (the gate on them is ``foley_core.registry``).
+Distances use a pluggable embedder (log-mel statistics offline by default)."""
 
 from __future__ import annotations
 
@@ -37,32 +37,6 @@ def class_consistency(generated: dict[str, np.ndarray], references: dict[str, np
 def consistent_classes(table: pd.DataFrame) -> list[str]:
     """Classes whose generated clips are closer to their own class than to every other class."""
     return [c for c in table.index if c in table.columns and table.loc[c].idxmin() == c]
-
-
-def regression(current: dict, accepted: dict | None, margin: float, keys=("kad", "fad")) -> list[str]:
-    """Messages for each mean metric that is missing or not finite, or that got worse than
-    ``accepted`` by more than ``margin`` (relative). NaN never passes (``nan > limit`` is False,
-    so it must be refused explicitly)."""
-    problems = []
-    for key in keys:
-        new = current.get(key)
-        if new is None or not np.isfinite(new):
-            problems.append(f"mean {key} is {new}: not a finite number")
-            continue
-        old = (accepted or {}).get(key)
-        if old is None or not np.isfinite(old):
-            continue  # nothing accepted yet to compare with
-        limit = old + margin * abs(old)
-        if new > limit:
-            problems.append(f"mean {key} {new:.4g} > accepted {old:.4g} + {margin:.0%} margin")
-    return problems
-
-
-def gate_problems(metrics: dict, accepted: dict | None, margin: float, export_problems: int) -> list[str]:
-    """The promotion rule, in one place: the blocking checks and ``promote`` both apply it.
-    Empty list = the model may be promoted."""
-    problems = [f"the DCASE export has {export_problems} format problem(s)"] if export_problems else []
-    return problems + regression(metrics.get("mean", {}), accepted and accepted.get("mean"), margin)
 
 
 def read_json(path: Path) -> dict | None:

@@ -203,26 +203,32 @@ def current_umask() -> int:
     return mask
 
 
-def temp_file_beside(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
-    """A new temporary file next to ``path`` (same filesystem, so ``os.replace`` is atomic), with the
-    mode the umask gives any new file. mkstemp's own 0600 would survive the rename, and a team that
-    reads through a shared group (deploy/README.md) could not open the report, metrics or clips."""
+@contextmanager
+def atomic_file(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a new temporary path beside ``path``; when the block ends cleanly it replaces ``path``
+    in one rename, so a reader never sees half a file. If the block raises, it is deleted.
+
+    The one atomic writer: text, wav, npz and safetensors files all go through it. The file has
+    the mode the umask gives any new file. mkstemp's own 0600 would survive the rename, and a
+    team that reads through a shared group (deploy/README.md) could not open the report,
+    metrics or clips. The suffix keeps the extension a writer may infer the format from."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.fchmod(fd, 0o666 & ~current_umask())
-    return fd, tmp
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` under a temporary name, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file_beside(path)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` through ``atomic_file``."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 def process_alive(pid: int) -> bool:

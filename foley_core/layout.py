@@ -6,6 +6,8 @@
       clap_embeddings/<Class>/    cached CLAP audio + text embeddings (per class)
       ldm/                        VAE + UNet + vocoder (trained or imported)
       ldm-models/<model>/         a named LDM some classes generate with (``ldm.models``)
+      text-encoders/<source>/     an AudioLDM folder's ``.bin``-only text encoder, converted once to safetensors
+      converted/<hash>/           an original-format AudioLDM checkpoint as a diffusers folder (``foley generate --model``)
       finetune/{adapter,identity}[-<model>]  the fine-tuned adapter and the identity ablation
       generation/<variant>/<Class>/ candidates, selected clips, selection.json
       dcase/<Class>/NNN.wav       the selected clips in the DCASE layout
@@ -21,6 +23,7 @@ Paths are built here and nowhere else, so the Dagster layer and the CLI cannot d
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +59,20 @@ class Layout:
     def ldm(self) -> Path:
         return self.root / "ldm"
 
+    @property
+    def converted(self) -> Path:
+        """Original-format checkpoints converted to diffusers folders, one per content hash
+        (``foley_core.ldm.original_checkpoint``)."""
+        return self.root / "converted"
+
     def ldm_for(self, model: str | None) -> Path:
         """The main LDM (None) or a named one (``ldm.models``, a model per class)."""
         return self.ldm if model is None else self.root / "ldm-models" / model
+
+    def converted_text_encoder(self, source: str | Path) -> Path:
+        """Where the ``.bin``-only ``text_encoder/`` of the AudioLDM folder ``source`` is converted to
+        (one folder per source folder: the main LDM's and each named one's)."""
+        return self.root / "text-encoders" / hashlib.sha256(str(source).encode()).hexdigest()[:16]
 
     def finetune(self, variant: str | None = None, model: str | None = None) -> Path:
         """The adapters: ``finetune/<variant>`` for the main LDM, ``finetune/<variant>-<model>`` for a named one."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from foley_core.config import Profile
 from foley_core.data.versioning import folder_hash
 from foley_core.fsutil import staged_dir, write_text_atomic
+from foley_core import registry
 from foley_core.layout import VARIANTS, layout
 
 
@@ -292,12 +293,14 @@ def evaluate(profile: Profile) -> StageResult:
 
 
 def promote_model(profile: Profile, metrics_path: Path) -> StageResult:
-    """Promote the evaluated model if the gate passes (``promote`` re-applies it); else keep the old one.
+    """Promote the evaluated model if the gate passes (``registry.promote_base`` re-applies it);
+    else keep the old one.
 
-    The version is the model ``latest`` points at afterwards, so a refusal leaves it unchanged."""
+    The version is the accepted base model afterwards, so a refusal leaves it unchanged. What
+    `foley generate` serves may be a fine-tune of it (``serving``): see ``foley_core.registry``."""
     from foley_core.evaluation import read_json
     from foley_core.export import validate_dcase
-    from foley_core.generation.pipeline import PromotionRefused, accepted_metrics, assemble_pipeline, promote
+    from foley_core.generation.pipeline import assemble_pipeline
 
     where = layout(profile)
     metrics = read_json(metrics_path)
@@ -307,14 +310,15 @@ def promote_model(profile: Profile, metrics_path: Path) -> StageResult:
                                      clips_per_class=profile.generation.clips_per_class)
     try:
         class_models = {name: assemble_pipeline(profile, "adapter", name) for name in profile.named_models()}
-        folder = promote(assemble_pipeline(profile, "adapter"), profile, metrics, export_problems=len(export_problems),
-                         class_models=class_models)
-    except PromotionRefused as refused:
-        kept = (accepted_metrics(profile) or {}).get("model_version", "none")
-        return StageResult(kept, where.pipelines / "latest", {
+        folder = registry.promote_base(assemble_pipeline(profile, "adapter"), profile, metrics,
+                                       export_problems=len(export_problems), class_models=class_models)
+    except registry.PromotionRefused as refused:
+        kept = (registry.accepted_metrics(profile) or {}).get("model_version", "none")
+        return StageResult(kept, where.pipelines / registry.BASE, {
             "promoted": False, "model_version": kept, "rejected_model": metrics["model_version"],
-            "reasons": str(refused)})
-    return StageResult(metrics["model_version"], folder, {"promoted": True, "model_version": metrics["model_version"]})
+            "serving": registry.describe_served(profile), "reasons": str(refused)})
+    return StageResult(metrics["model_version"], folder, {"promoted": True, "model_version": metrics["model_version"],
+                                                          "serving": registry.describe_served(profile)})
 
 
 def write_report(profile: Profile, run_label: str = "") -> StageResult:
@@ -365,22 +369,21 @@ def finetune_on_source(profile: Profile, recordings: Path | None = None) -> Stag
 
     from foley_core.data.ingest import QUARANTINE
     from foley_core.data.own import recordings_source
-    from foley_core.generation.pipeline import PIPELINE_CONFIG, latest_pipeline_dir, pipelines_dir
     from foley_core.transfer import RESULT, GateRefused, finetune_on_recordings, summary_rows
 
     source = recordings_source(profile)
     if recordings is None and source is None:
         raise ValueError(f"profile {profile.name!r} names no transfer.source")
     recordings = Path(recordings or source).resolve()
-    if not (pipelines_dir(profile) / "latest").exists():
-        return StageResult("none", pipelines_dir(profile) / "latest", {
+    if not (registry.pipelines_dir(profile) / registry.LATEST).exists():
+        return StageResult("none", registry.pipelines_dir(profile) / registry.LATEST, {
             "promoted": False, "model_version": "none", "reasons": "no accepted model to fine-tune yet"})
     work = layout(profile).transfer(recordings.name)
     try:
         record, refused = finetune_on_recordings(profile, recordings), None
     except GateRefused as exc:
         record, refused = json.loads((work / RESULT).read_text()), exc
-    latest = json.loads((latest_pipeline_dir(profile) / PIPELINE_CONFIG).read_text()).get("model_version", "")
+    latest = json.loads((registry.latest_pipeline_dir(profile) / registry.PIPELINE_CONFIG).read_text()).get("model_version", "")
     ingested = layout(profile).ingest(recordings.name)
     quarantined = sum(max(len(path.read_text().splitlines()) - 1, 0) for path in
                       [*ingested.glob(f"*/{QUARANTINE}"), ingested / "quarantine_unassigned.csv"] if path.is_file())

@@ -54,13 +54,13 @@ from diffusers import DDPMScheduler
 from foley_core.code_version import source_version
 from foley_core.config import Profile
 from foley_core.env import retrain_requested
-from foley_core.fsutil import exclusive_lock, replace_symlink, staged_dir, write_text_atomic
+from foley_core.fsutil import staged_dir, write_text_atomic
 from foley_core.layout import layout
+from foley_core.registry import CLASS_MODELS, PIPELINE_CONFIG, base_pipeline_dir, promote_finetuned, regression
 
 log = logging.getLogger(__name__)
 
 TRAIN_CHOICES = ("adapter", "unet", "all")
-BASE_MODEL = "base"  # in a fine-tuned version: models/base/, the base model the classes without recordings use
 # LoRA (transfer.unet_lora_rank) wraps these layers of the UNet where they exist: AudioLDM's
 # attention projections, and every UNet's resnet convolutions, time and condition projections
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "time_emb_proj", "class_embedding"]
@@ -263,11 +263,10 @@ def _fingerprint(profile: Profile, base_version: str, data: SourceData, train_wh
 
 
 def _base_model(profile: Profile) -> tuple[Path, dict]:
-    from foley_core.generation.pipeline import PIPELINE_CONFIG, latest_pipeline_dir
-
-    folder = latest_pipeline_dir(profile)
+    """The accepted base model (never a fine-tune: fine-tunes do not stack) and its config."""
+    folder = base_pipeline_dir(profile)
     config = json.loads((folder / PIPELINE_CONFIG).read_text())
-    if config.get("transfer"):  # latest is itself a fine-tune: start again from the model it was made from
+    if config.get("transfer"):  # a registry from before ``base`` was recorded: latest was a fine-tune
         base = folder.parent / config["transfer"]["base_model_version"]
         if base.is_dir():
             return base, json.loads((base / PIPELINE_CONFIG).read_text())
@@ -311,7 +310,7 @@ def finetune_on_recordings(profile: Profile, source: Path, train_what: str | Non
     if record["gate"]["problems"]:
         raise GateRefused(f"fine-tuned model {record['model_version']} not promoted: "
                           f"{'; '.join(record['gate']['problems'])}; {base_version} stays in use")
-    record["promoted_to"] = str(promote_transfer(profile, base_dir, base_config, candidate_dir, record))
+    record["promoted_to"] = str(promote_finetuned(profile, base_dir, base_config, candidate_dir, record))
     return record
 
 
@@ -329,7 +328,7 @@ def _train_candidate(profile: Profile, base, base_dir: Path, data: SourceData, t
                      candidate_dir: Path, key: str) -> dict:
     """Adapt the CLAP, fine-tune the generator, save the candidate pipeline; returns the training record."""
     from foley_core.clap.encoder import TrainedClapEncoder
-    from foley_core.generation.pipeline import CLASS_MODELS, PIPELINE_CONFIG, FoleyPipeline
+    from foley_core.generation.pipeline import FoleyPipeline
     from foley_core.ldm.training import fresh_if_retraining
 
     record: dict = {}
@@ -449,7 +448,7 @@ def adapt_clap(profile: Profile, base_clap: Path, data: SourceData, out_dir: Pat
 # ---------------------------------------------------------------- the gate
 def gate(profile: Profile, base_dir: Path, candidate_dir: Path, data: SourceData, work: Path) -> dict:
     """Base vs fine-tuned on the held-out recordings of each held class (same seeds, same selection)."""
-    from foley_core.evaluation import class_consistency, consistent_classes, distance_row, make_profile_embedder, regression
+    from foley_core.evaluation import class_consistency, consistent_classes, distance_row, make_profile_embedder
     from foley_core.generation.pipeline import FoleyPipeline, place
     from foley_core.generation.store import save_class_generation
     from foley_core.generation.submission import generate_selected, pipeline_for_class
@@ -475,43 +474,13 @@ def gate(profile: Profile, base_dir: Path, candidate_dir: Path, data: SourceData
                        "mean": {k: float(np.mean([row[k] for row in per_class.values()])) for k in ("fad", "kad")},
                        "consistent_classes": consistent_classes(consistency),
                        "class_consistency_fad": consistency.to_dict(orient="index")}
-    result["problems"] = regression(result["finetuned"]["mean"], result["base"]["mean"], 0.0)
+    result["problems"] = regression(result["finetuned"]["mean"], result["base"]["mean"], margin=0.0)  # strictly no worse
     result["better_classes"] = {k: [c for c in data.classes if result["finetuned"]["per_class"][c][k] < result["base"]["per_class"][c][k]]
                                 for k in ("fad", "kad")}
     return result
 
 
 # ---------------------------------------------------------------- promotion
-def promote_transfer(profile: Profile, base_dir: Path, base_config: dict, candidate_dir: Path, record: dict) -> Path:
-    """``pipelines/<version>/``: the fine-tuned model for the held classes, the base for the others; ``latest`` -> it."""
-    from foley_core.generation.pipeline import CLASS_MODELS, LOCK, METRICS, PIPELINE_CONFIG, pipelines_dir
-
-    root = pipelines_dir(profile)
-    folder = root / record["model_version"]
-    base_routes = base_config.get("class_models") or {c: profile.model_of(c) for c in profile.class_names
-                                                       if profile.model_of(c) is not None}
-    routes = {}
-    for label in profile.class_names:
-        if label not in record["classes"]:
-            routes[label] = base_routes.get(label) or BASE_MODEL
-    with exclusive_lock(root / LOCK):
-        with staged_dir(folder) as staging:
-            shutil.copytree(candidate_dir, staging, dirs_exist_ok=True)
-            for model in sorted(set(routes.values())):
-                source = base_dir if model == BASE_MODEL else base_dir / CLASS_MODELS / model
-                shutil.copytree(source, staging / CLASS_MODELS / model, ignore=shutil.ignore_patterns(CLASS_MODELS))
-            config = json.loads((staging / PIPELINE_CONFIG).read_text())
-            routes.update(config.get("class_models") or {})  # the held classes, as the candidate routes them
-            config.update(model_version=record["model_version"], profile=profile.name, class_models=routes,
-                          transfer={k: record.get(k) for k in ("base_model_version", "source", "source_data_version",
-                                                               "source_dvc_version", "train", "classes", "settings",
-                                                               "fingerprint")})
-            write_text_atomic(staging / PIPELINE_CONFIG, json.dumps(config, indent=2, sort_keys=True))
-            write_text_atomic(staging / METRICS, json.dumps(record["gate"], indent=2))
-        replace_symlink(root / "latest", folder.name)
-    return folder
-
-
 def summary_rows(record: dict) -> list[dict]:
     """One row per held class: FAD / KAD of base and fine-tuned clips to the held-out recordings."""
     gate_ = record["gate"]

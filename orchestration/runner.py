@@ -25,9 +25,9 @@ from dagster import AssetKey, AssetsDefinition, DagsterInstance, DagsterRunStatu
 from foley_core.config import PROJECT_ROOT, Profile, load_profile
 from foley_core.env import RETRAIN
 from foley_core.fsutil import LockHeld, describe_holder, exclusive_lock, process_alive
-from foley_core.generation.pipeline import accepted_metrics
 from foley_core.layout import layout
 from foley_core.progress import attach_terminal, warnings_to_log
+from foley_core.registry import accepted_metrics, describe_served, served
 from foley_core.records import Artifact, input_versions, read_record
 from foley_core.run_outputs import terminal_summary
 from orchestration.automation import FOLEY_RUN_TAG
@@ -266,4 +266,8 @@ def _explain_gate(profile: Profile, outcome: PipelineRun, echo: Callable[[str], 
         kept = (accepted_metrics(profile) or {}).get("model_version")
         if kept != model:
             echo(f"quality gate: the evaluated model {model} was NOT promoted (see promoted_pipeline in "
-                 f"`make ui`); `foley generate` keeps using {kept or 'no model yet'}")
+                 f"`make ui`); `foley generate` keeps using {describe_served(profile) if kept else 'no model yet'}")
+        elif (serving := served(profile) or {}).get("kind") == "finetuned" and serving["base_model_version"] != model:
+            echo(f"model {model} accepted as the new base; `foley generate` keeps serving your fine-tuned "
+                 f"{describe_served(profile)} until it is fine-tuned on the new base: "
+                 f"`foley finetune {serving.get('source') or 'SOURCE'}`, or name transfer.source in the profile")

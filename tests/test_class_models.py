@@ -11,7 +11,8 @@ import torch
 from audioldm_fixtures import make_tiny_audioldm_folder
 from foley_core import stages
 from foley_core.config import load_profile
-from foley_core.generation.pipeline import CLASS_MODELS, FoleyPipeline
+from foley_core.generation.pipeline import FoleyPipeline
+from foley_core.registry import CLASS_MODELS
 from foley_core.generation.submission import pipeline_for_class
 from foley_core.layout import layout
 from foley_core.ldm import LdmComponents

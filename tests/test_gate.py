@@ -11,7 +11,7 @@ from dagster import AssetKey, materialize
 
 from conftest import smoke_overrides
 from foley_core.config import _deep_merge, load_profile
-from foley_core.evaluation import gate_problems, regression
+from foley_core.registry import gate_problems, regression
 from test_locks import FakePipeline, _metrics, _profile
 
 
@@ -30,7 +30,7 @@ def test_gate_problems_name_export_problems_and_regressions():
 
 
 def test_promote_refuses_a_nan_or_worse_model_and_nothing_moves(tmp_path):
-    from foley_core.generation.pipeline import PromotionRefused, latest_pipeline_dir, promote
+    from foley_core.registry import PromotionRefused, latest_pipeline_dir, promote_base as promote
 
     profile = _profile(tmp_path)
     good = promote(FakePipeline(), profile, _metrics("v1"), export_problems=0)

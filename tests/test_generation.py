@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from foley_core.cli import main
 from foley_core.export import validate_dcase
 from foley_core.generation.adapter import EmbeddingAdapter
-from foley_core.generation.pipeline import FoleyPipeline, assemble_pipeline, candidate_seed, latest_pipeline_dir
+from foley_core.generation.pipeline import FoleyPipeline, assemble_pipeline, candidate_seed
+from foley_core.registry import latest_pipeline_dir
 
 
 def test_whole_graph_ran_and_wrote_a_report(smoke_run):

@@ -299,7 +299,7 @@ def _metrics(version: str, **extra) -> dict:
 
 
 def test_promote_never_leaves_a_half_written_model(tmp_path):
-    from foley_core.generation.pipeline import latest_pipeline_dir, promote
+    from foley_core.registry import latest_pipeline_dir, promote_base as promote
 
     profile = _profile(tmp_path)
     good = promote(FakePipeline(), profile, _metrics("v1"), export_problems=0)
@@ -313,7 +313,7 @@ def test_promote_never_leaves_a_half_written_model(tmp_path):
 
 
 def test_promote_reuses_a_complete_version_folder(tmp_path):
-    from foley_core.generation.pipeline import promote
+    from foley_core.registry import promote_base as promote
 
     profile = _profile(tmp_path)
     promote(FakePipeline(), profile, _metrics("v1"), export_problems=0)
@@ -324,7 +324,7 @@ def test_promote_reuses_a_complete_version_folder(tmp_path):
 
 
 def test_concurrent_promotions_all_succeed_and_latest_is_complete(tmp_path):
-    from foley_core.generation.pipeline import latest_pipeline_dir, promote
+    from foley_core.registry import latest_pipeline_dir, promote_base as promote
 
     profile = _profile(tmp_path)
     errors = []
@@ -348,7 +348,7 @@ def test_concurrent_promotions_all_succeed_and_latest_is_complete(tmp_path):
 
 
 def test_latest_never_resolves_to_a_half_written_folder(tmp_path):
-    from foley_core.generation.pipeline import latest_pipeline_dir
+    from foley_core.registry import latest_pipeline_dir
 
     profile = _profile(tmp_path)
     root = profile.artifact_dir("pipelines")

@@ -16,7 +16,7 @@ from foley_core.config import load_profile
 from foley_core.data.own import recorded_recordings_version, snapshot_recordings
 from foley_core.data.versioning import DvcError, dvc_executable, folder_hash, run_dvc
 from foley_core.fsutil import exclusive_lock
-from foley_core.generation.pipeline import PIPELINE_CONFIG, latest_pipeline_dir
+from foley_core.registry import PIPELINE_CONFIG, latest_pipeline_dir
 from foley_core.layout import layout
 from foley_core.records import read_record
 from orchestration.automation import SNAPSHOT_JOB, data_change_request

@@ -33,6 +33,7 @@ from foley_core.clap.evaluate import read_clips
 from foley_core.config import Profile
 from foley_core.progress import TerminalProgress
 from foley_core.resume import Draw, RngState, SeededDataModule, sample_rng
+from foley_core.training import build_trainer
 
 
 def class_prompt_embeddings(encoder: TrainedClapEncoder, profile: Profile, classes: list[str]) -> torch.Tensor:
@@ -128,10 +129,8 @@ def adapt_audio_tower(profile: Profile, base_folder: Path, train: pd.DataFrame, 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(float(outputs["loss"]))
 
-    trainer = pl.Trainer(max_steps=steps, max_epochs=-1, accelerator=profile.trainer.accelerator, devices=1,
-                         precision=profile.trainer.precision, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-                         callbacks=[RngState(), Losses(), TerminalProgress("clap audio tower")])
+    trainer = build_trainer(profile, steps=steps, single_device=True, logger=False, enable_checkpointing=False,
+                            callbacks=[RngState(), Losses(), TerminalProgress("clap audio tower")])
     started = time.perf_counter()
     trainer.fit(module, datamodule=SeededDataModule(dataset, batch_size, profile.trainer.num_workers, profile.seed))
     module.model.eval()

@@ -11,7 +11,6 @@ other's rows; encoding happens outside the lock. A different model version empti
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import pandas as pd
 
 from foley_core.audio import write_text_atomic
 from foley_core.clap.evaluate import read_clips
-from foley_core.fsutil import exclusive_lock, temp_file_beside
+from foley_core.fsutil import atomic_file, exclusive_lock
 
 META = "cache.json"
 LOCK = ".lock"
@@ -149,14 +148,8 @@ class EmbeddingCache:
 
 
 def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = temp_file_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:  # a handle: np.savez would append .npz to a name
+        np.savez(handle, **arrays)
 
 
 def cached_audio_embeddings(profile, clap_version: str, manifest: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from foley_core.clap.towers import SmallClap, TowerConfig, minilm_fingerprint
-from foley_core.fsutil import temp_file_beside
+from foley_core.fsutil import atomic_file
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -153,20 +152,7 @@ def save_trained(model: SmallClap, folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     config = json.dumps({"kind": "foley_core.clap.SmallClap", "model": model.cfg.to_json()}, indent=2, sort_keys=True)
-    tmp_weights = _temp_name(folder, WEIGHTS)
-    tmp_config = _temp_name(folder, CONFIG)
-    try:
+    with atomic_file(folder / WEIGHTS) as tmp_weights, atomic_file(folder / CONFIG) as tmp_config:
         save_file(state, str(tmp_weights))
         tmp_config.write_text(config)
-        os.replace(tmp_weights, folder / WEIGHTS)
-        os.replace(tmp_config, folder / CONFIG)
-    finally:
-        tmp_weights.unlink(missing_ok=True)
-        tmp_config.unlink(missing_ok=True)
     return model_version(folder)
-
-
-def _temp_name(folder: Path, name: str) -> Path:
-    fd, tmp = temp_file_beside(Path(folder) / name)
-    os.close(fd)
-    return Path(tmp)

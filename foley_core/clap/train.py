@@ -34,6 +34,7 @@ from foley_core.config import Profile
 from foley_core.env import retrain_requested
 from foley_core.progress import TerminalProgress
 from foley_core.resume import Draw, RngState, SeededDataModule, resume_checkpoint, sample_rng
+from foley_core.training import build_trainer
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.json"
@@ -189,10 +190,8 @@ def _trainer(profile: Profile, out_dir: Path, callbacks: Sequence[Callback] = ()
     checkpoint = ModelCheckpoint(dirpath=out_dir / CHECKPOINTS, filename="clap-{step}", save_last=True,
                                  save_top_k=1, every_n_train_steps=settings.checkpoint_every_n_steps,
                                  save_weights_only=False)
-    return pl.Trainer(
-        max_steps=profile.clap.steps, accelerator=settings.accelerator, devices=settings.devices,
-        strategy=settings.strategy, num_nodes=settings.num_nodes, precision=profile.clap.precision or settings.precision,
-        callbacks=[RngState(), checkpoint, *callbacks, TerminalProgress("clap")], logger=_logger(profile, out_dir), log_every_n_steps=10,
-        enable_progress_bar=False, enable_model_summary=False, deterministic=False, default_root_dir=str(out_dir),
-        use_distributed_sampler=False,  # SeededBatches shards by rank itself
+    return build_trainer(
+        profile, steps=profile.clap.steps, precision=profile.clap.precision, work_dir=out_dir,
+        callbacks=[RngState(), checkpoint, *callbacks, TerminalProgress("clap")], logger=_logger(profile, out_dir),
+        log_every_n_steps=10, deterministic=False,
     )

@@ -18,7 +18,6 @@ previous version if the kill came between the swap's two renames.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import secrets
 import shutil
@@ -47,6 +46,7 @@ from foley_core.audio import (
 from foley_core.config import CaptionedCsvSource, Profile, plain_name_problem
 from foley_core.data.sources import Rejected, SourceFile, source_root
 from foley_core.data.versioning import file_hash
+from foley_core.fsutil import exclusive_lock
 
 MANIFEST = "manifest.csv"
 QUARANTINE = "quarantine.csv"
@@ -266,9 +266,8 @@ def _class_lock(out_dir: Path, label: str) -> Iterator[None]:
     """One ingest of ``out_dir/<label>`` at a time, across processes and threads. An flock: the
     kernel drops it when its holder dies, so a killed run never leaves a stale lock, and while
     it is held every hidden folder of this class is a leftover of a run that has ended."""
-    with open(out_dir / f".{label}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock
+    with exclusive_lock(out_dir / f".{label}.lock"):
+        yield
 
 
 def _recover_interrupted(out_dir: Path, label: str) -> None:

@@ -40,10 +40,9 @@ import torch
 
 from foley_core.audio import write_text_atomic
 from foley_core.clap.encoder import ClapEncoder, TrainedClapEncoder
-from foley_core.evaluation import gate_problems
-from foley_core.fsutil import exclusive_lock, replace_symlink, staged_dir
 from foley_core.generation.adapter import EmbeddingAdapter
 from foley_core.layout import layout
+from foley_core.registry import PIPELINE_CONFIG
 from foley_core.generation.conditioning import (
     AudioLdmTextConditioner, ClapConditioner, Conditioner, Unconditional, is_audioldm_folder, load_conditioner,
     pretrained_audioldm_source,
@@ -51,10 +50,6 @@ from foley_core.generation.conditioning import (
 from foley_core.ldm.components import LdmComponents
 from foley_core.ldm.sampling import Convention, SamplerName, generate_waveforms, make_sampler
 
-PIPELINE_CONFIG = "pipeline.json"
-METRICS = "metrics.json"
-LOCK = ".lock"  # in pipelines/: held while a model is promoted
-ACCEPTED = "accepted_metrics.json"  # in pipelines/: the metrics of the model `latest` points at
 CONDITIONER_DIR = "conditioner"  # in a saved pipeline with an AudioLDM text encoder
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -370,72 +365,3 @@ def assemble_pipeline(profile, variant: str = "adapter", model: str | None = Non
                              steps=profile.generation.steps, clap_source=profile.clap.source, conditioner=conditioner,
                              convention=convention)  # fmt: skip
     return place(pipeline, profile.generation)
-
-
-def pipelines_dir(profile) -> Path:
-    return layout(profile).pipelines
-
-
-class PromotionRefused(ValueError):
-    """The quality gate rejected the model: ``latest`` and the accepted metrics did not move."""
-
-
-def accepted_metrics(profile) -> dict | None:
-    path = pipelines_dir(profile) / ACCEPTED
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-CLASS_MODELS = "models"  # in a promoted folder: models/<name>/, the pipelines of ldm.models (a model per class)
-
-
-def promote(pipeline: FoleyPipeline, profile, metrics: dict, *, export_problems: int,
-            class_models: dict[str, FoleyPipeline] | None = None) -> Path:
-    """Save the pipeline as ``pipelines/<model_version>/``, record its metrics as the accepted
-    ones, and point ``pipelines/latest`` at it.
-
-    The gate is re-applied here, under the lock, against the accepted metrics on disk: however
-    promotion is launched (a later run, a click in the UI), a model that fails it, or whose
-    metrics are NaN, raises ``PromotionRefused`` and nothing moves.
-
-    The version folder is written aside and renamed in whole, so a kill leaves no folder or a
-    complete one (a complete one is reused: the version is a hash of the weights). Promotions
-    take the pipelines folder's lock, so two runs never interleave their writes to ``latest``.
-    """
-    root = pipelines_dir(profile)
-    folder = root / metrics["model_version"]
-    with exclusive_lock(root / LOCK):
-        problems = gate_problems(metrics, accepted_metrics(profile), profile.evaluation.regression_margin, export_problems)
-        if problems:
-            raise PromotionRefused(f"model {metrics.get('model_version')} not promoted: {'; '.join(problems)}")
-        if not _is_complete(folder):
-            clap_folder = layout(profile).clap if pipeline.clap_source == "trained" else None
-            with staged_dir(folder) as staging:  # replaces a half folder an older version left
-                for name, class_pipeline in (class_models or {}).items():
-                    class_pipeline.save_pretrained(staging / CLASS_MODELS / name, clap_folder=clap_folder)
-                extra = {"model_version": metrics["model_version"], "profile": profile.name}
-                if "precision" in metrics:  # what each network trained and sampled in (evaluate_generation)
-                    extra["precision"] = metrics["precision"]
-                if class_models:  # which class generates with which saved model
-                    extra["class_models"] = {c: profile.model_of(c) for c in profile.class_names
-                                             if profile.model_of(c) in class_models}
-                pipeline.save_pretrained(staging, clap_folder=clap_folder, extra=extra)
-                write_text_atomic(staging / METRICS, json.dumps(metrics, indent=2))
-        write_text_atomic(root / ACCEPTED, json.dumps(metrics, indent=2))
-        replace_symlink(root / "latest", folder.name)
-    return folder
-
-
-def _is_complete(folder: Path) -> bool:
-    # metrics.json is written last; a folder renamed in from staging always has it
-    return (folder / PIPELINE_CONFIG).is_file() and (folder / METRICS).is_file()
-
-
-def latest_pipeline_dir(profile) -> Path:
-    latest = pipelines_dir(profile) / "latest"
-    if not latest.exists():
-        raise FileNotFoundError(f"no trained model for profile {profile.name!r} yet: run `foley run --profile {profile.name}`")
-    folder = latest.resolve()
-    if not _is_complete(folder):  # only folders written in place before staging existed can be half-made
-        raise FileNotFoundError(f"the latest model {folder} is incomplete (no {PIPELINE_CONFIG} or {METRICS}): "
-                                f"run `foley run --profile {profile.name}` again")
-    return folder

@@ -61,7 +61,8 @@ def pipeline_for_class(default: FoleyPipeline, folder: Path | None, profile: Pro
     that model's pipeline saved in the promoted ``folder`` (``models/<name>/``). The routing the
     folder records (``class_models`` in its pipeline.json) wins: a fine-tuned version sends the
     classes it was not fine-tuned on to its base. Otherwise the profile's ``ldm.models`` decide."""
-    from foley_core.generation.pipeline import CLASS_MODELS, place
+    from foley_core.generation.pipeline import place
+    from foley_core.registry import CLASS_MODELS
 
     if folder is None:
         return default
@@ -83,7 +84,7 @@ def _recorded_routes(folder: Path) -> dict[str, str | None]:
     (None = the folder's own model), so the profile's routing no longer applies to it."""
     import json
 
-    from foley_core.generation.pipeline import PIPELINE_CONFIG
+    from foley_core.registry import PIPELINE_CONFIG
 
     path = folder / PIPELINE_CONFIG
     config = json.loads(path.read_text()) if path.is_file() else {}

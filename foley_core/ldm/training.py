@@ -45,6 +45,7 @@ from foley_core.ldm.models import (
 from foley_core.ldm.modules import UnetModule, VaeModule, VocoderModule
 from foley_core.progress import TerminalProgress
 from foley_core.resume import RngState, resume_checkpoint
+from foley_core.training import build_trainer
 
 METRICS = "metrics.json"
 NORMALISATION = "mel_normalisation.json"
@@ -94,13 +95,10 @@ def fit(profile: Profile, name: str, module: pl.LightningModule, data: InMemoryD
         dirpath=work_dir / "checkpoints", every_n_train_steps=profile.trainer.checkpoint_every_n_steps,
         save_last=True, save_top_k=1,
     )  # fmt: skip
-    trainer = pl.Trainer(
-        max_steps=steps, max_epochs=-1, accelerator=profile.trainer.accelerator, devices=profile.trainer.devices,
-        strategy=profile.trainer.strategy, num_nodes=profile.trainer.num_nodes, precision=precision or profile.trainer.precision,
-        callbacks=[history, RngState(), checkpoints, *callbacks, TerminalProgress(name)], logger=_logger(profile, name, work_dir),
-        default_root_dir=work_dir, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-        num_sanity_val_steps=0, log_every_n_steps=min(25, max(1, steps)),
-        use_distributed_sampler=False,  # the data module's SeededBatches shards by rank itself
+    trainer = build_trainer(
+        profile, steps=steps, precision=precision, work_dir=work_dir, logger=_logger(profile, name, work_dir),
+        callbacks=[history, RngState(), checkpoints, *callbacks, TerminalProgress(name)],
+        limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=min(25, max(1, steps)),
     )  # fmt: skip
     resume = resume_checkpoint(work_dir / "checkpoints")
     started = time.perf_counter()

@@ -26,9 +26,10 @@ from dagster import (
     asset_check,
 )
 
-from foley_core import stages
+from foley_core import registry, stages
 from foley_core.config import Profile
 from foley_core.data.sources import partition_keys
+from foley_core.evaluation import read_json
 from foley_core.layout import layout
 from foley_core.records import Artifact
 from orchestration.assets import artifacts_lock, run_stage, stage_output
@@ -170,13 +171,10 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
     @asset_check(asset=evaluation_metrics, blocking=True,
                  description="Mean FAD/KAD finite and not worse than the last accepted model beyond the margin.")
     def no_quality_regression(foley: FoleyProfile) -> AssetCheckResult:
-        from foley_core.evaluation import read_json, regression
-        from foley_core.generation.pipeline import accepted_metrics
-
         prof = foley.load()
         current = read_json(layout(prof).metrics) or {}
-        accepted = accepted_metrics(prof)
-        problems = regression(current.get("mean", {}), accepted and accepted["mean"], prof.evaluation.regression_margin)
+        accepted = registry.accepted_metrics(prof)
+        problems = registry.quality_problems(prof, current)
         return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.ERROR, metadata={
             "problems": "; ".join(problems) or "none", "accepted_model": (accepted or {}).get("model_version", "none yet")})
 
