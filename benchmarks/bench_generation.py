@@ -19,7 +19,7 @@ import warnings
 import torch
 
 import foley_core  # noqa: F401
-from foley_core.config import UnetConfig, VaeConfig, VocoderConfig, load_profile
+from foley_core.config import UnetConfig, VaeConfig, load_profile
 from foley_core.ldm.components import LdmComponents
 from foley_core.ldm.models import build_train_scheduler, build_unet, build_vae, build_vocoder
 from foley_core.ldm.sampling import generate_waveforms

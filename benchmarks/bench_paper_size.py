@@ -13,7 +13,7 @@ Components (random weights unless ``--model DIR`` names a real diffusers AudioLD
   512-d CLAP vector concatenated to the time embedding (185.0M); AutoencoderKL [128, 256, 512], 8 latent channels
   (55.4M); SpeechT5HifiGan, 64 mel, rates [5, 4, 2, 2, 2], 1024 initial channels (55.3M); the CLAP text encoder
   ``ClapTextModelWithProjection`` at laion/clap-htsat-unfused's size (RoBERTa-base, 125.3M), tokens padded to 512
-  as AudioLDMPipeline does. 421M in all, DESIGN.md's figure for AudioLDM-S. DDIM schedule of the released folder.
+  as AudioLDMPipeline does. 421M in all, the published size of AudioLDM-S. DDIM schedule of the released folder.
 - ``--size tiny``: the same classes of network at toy widths (attention only at the lowest resolution): seconds.
 
 Scoring (every candidate is scored, as in the pipeline), ``--scorer``:
@@ -403,8 +403,9 @@ class MirrorEngine:
         return self
 
     @torch.no_grad()
-    def _embed(self, texts: list[str], max_length: int) -> torch.Tensor:
-        tok = self.parts.tokenizer(texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+    def _embed(self, texts: list[str], max_length: int, padding: str = "max_length") -> torch.Tensor:
+        # AudioLdmTextConditioner: prompts padded to the longest of the batch, "" to the embedding width
+        tok = self.parts.tokenizer(texts, padding=padding, max_length=max_length, truncation=True, return_tensors="pt")
         out = self.parts.text_encoder(tok.input_ids.to(self.device), attention_mask=tok.attention_mask.to(self.device))
         return F.normalize(out.text_embeds, dim=-1).float()
 
@@ -424,7 +425,7 @@ class MirrorEngine:
 
         parts, device = self.parts, self.device
         unet, dtype = parts.unet, parts.unet.dtype
-        raw = self._embed(prompts, parts.tokenizer.model_max_length)
+        raw = self._embed(prompts, parts.tokenizer.model_max_length, padding="longest")
         conditions = self.adapter(raw).repeat_interleave(n_candidates, dim=0)
         rows = len(conditions)
         generators = [torch.Generator().manual_seed(generator_seed(s, c, "diffusers")) for s in seeds

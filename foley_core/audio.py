@@ -6,7 +6,6 @@ Writes are atomic: a partially written file never carries the final name.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import soundfile as sf
 import soxr
 
 from foley_core.fsutil import atomic_file, write_text_atomic  # noqa: F401  (write_text_atomic re-exported)
+from foley_core.hashing import sha256_hex
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus"})
 # Sample rates a real recording can have. A header outside this range is corrupt or lying, and
@@ -126,7 +126,7 @@ def pcm16(audio: np.ndarray) -> np.ndarray:
 
 def content_hash(audio: np.ndarray) -> str:
     """Hash of the 16-bit PCM samples: the clip's identity, whatever file it came from."""
-    return hashlib.sha256(pcm16(audio).tobytes()).hexdigest()
+    return sha256_hex(pcm16(audio).tobytes())
 
 
 def write_wav_atomic(path: Path, audio: np.ndarray, rate: int) -> None:

@@ -20,12 +20,13 @@ after its code changed serves clips from the old code.
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.util
 import inspect
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
+
+from foley_core.hashing import new_digest
 
 PACKAGE = "foley_core"
 # Profile fields that say where things go or how runs are logged, not what is made.
@@ -169,7 +170,7 @@ def source_version(function: Callable) -> str:
     """Hash of the code the function may run: any edit to it changes the version; an edit to code
     it never reaches (another stage's function in the same module, say) does not. Formatting and
     comments do not count (the hash is of the syntax tree)."""
-    digest = hashlib.sha256()
+    digest = new_digest()
     for (module, line), statement in sorted(_reached(function).items()):
         digest.update(module.encode() + b"\0" + ast.dump(statement, include_attributes=False).encode())
     return digest.hexdigest()[:16]
@@ -177,7 +178,7 @@ def source_version(function: Callable) -> str:
 
 def package_version(package: str) -> str:
     """Hash of every module of a package (what a model folder records as the code that made it)."""
-    digest = hashlib.sha256()
+    digest = new_digest()
     for path in sorted(_source_file(package).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + ast.dump(ast.parse(read_source(path))).encode())
     return digest.hexdigest()[:16]

@@ -7,13 +7,14 @@ An unknown key or a bad value fails with the key path and the reason.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from foley_core.hashing import json_hash
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -90,7 +91,7 @@ class AudioConfig(_Strict):
 
 
 class ClassConfig(_Strict):
-    """One target class and its generation settings (DESIGN.md table)."""
+    """One target class and its generation settings (the winners' per-class table, configs/cpu.yaml)."""
 
     name: str = Field(min_length=1)
     prompts: list[str] = Field(min_length=1)
@@ -290,6 +291,10 @@ class FinetuneConfig(_Strict):
     # Lightning precision for this model's training (e.g. bf16-mixed, or auto: bf16 only where the
     # hardware runs it natively, foley_core/hardware.py); null = trainer.precision.
     precision: str | None = None
+    # Texts per batch through the conditioning text encoder when the fine-tunes embed their texts
+    # (this adapter fine-tune and `foley finetune`): the paper's dev set gives ~8,700 texts, and one
+    # batch of them through AudioLDM's RoBERTa would take tens of GB. Bounds memory, not results.
+    text_batch_size: int = Field(64, ge=1)
 
 
 class TransferConfig(_Strict):
@@ -340,12 +345,13 @@ class GenerationConfig(_Strict):
     # The UNet's dtype while sampling (VAE, vocoder, text encoders and CLAP stay float32);
     # auto: bf16 where the hardware runs it natively, else fp32 (CPU) or fp16 (CUDA).
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    # DDIM's eta, passed to every scheduler whose step takes one (as diffusers' pipelines do): 0 is
+    # deterministic DDIM, 1 adds DDPM-like noise at each step, drawn from each clip's own generator.
+    eta: float = Field(0.0, ge=0, le=1)
 
     @field_validator("device")
     @classmethod
     def _known_device(cls, device: str) -> str:
-        import re
-
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
         return device
@@ -464,7 +470,7 @@ class Profile(_Strict):
     def fingerprint(self, *sections: str) -> str:
         """Stable hash of the named config sections (for cache keys and code/data versions)."""
         dumped = self.model_dump(mode="json", include=set(sections) if sections else None)
-        return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+        return json_hash(dumped)[:16]
 
 
 # The training precisions ``auto`` may stand in (section path -> field), and the sampling one.
@@ -504,7 +510,7 @@ def resolve_auto_precision(data: dict) -> dict:
     wanted = [p for p in (*_TRAINING_PRECISIONS, _SAMPLING_PRECISION) if _get(_section(data, p), "precision") == "auto"]
     if not wanted:
         return data
-    from foley_core import hardware
+    from foley_core import hardware  # imports torch: only a profile that asks for auto needs it (docs/architecture.md)
 
     data = dict(data)
     if data.get("ldm") is not None:  # a dict or an LdmConfig: a shallow dict either way, the caller's left as it was

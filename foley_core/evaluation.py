@@ -4,13 +4,20 @@ Distances use a pluggable embedder (log-mel statistics offline by default)."""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from foley_core.metrics import kad
+from foley_core.clap import load_clap
+from foley_core.data.ingest import load_manifest
+from foley_core.generation.store import SELECTION, load_clips
+from foley_core.layout import VARIANTS, layout
+from foley_core.metrics import evaluate_dirs, kad, make_embedder
 from foley_core.metrics.distances import fad, median_bandwidth
+from foley_core.metrics.official import OFFICIAL_FOLDER_NAMES
 
 # Published DCASE 2023 Task 7 Track A figures (official VGGish FAD on the evaluation set, mean over 7 classes).
 PUBLISHED_FAD = {"winning system (Yuan et al.)": 4.765, "DCASE baseline": 9.7}
@@ -40,8 +47,6 @@ def consistent_classes(table: pd.DataFrame) -> list[str]:
 
 
 def read_json(path: Path) -> dict | None:
-    import json
-
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -66,31 +71,40 @@ def reference_rows(rows: pd.DataFrame, minimum: int = 2) -> pd.DataFrame:
 
 def make_profile_embedder(profile):
     """The embedder the profile names (``evaluation.embedder``), with its weights."""
-    from foley_core.metrics import make_embedder
-
     name = profile.evaluation.embedder
     weights = profile.resolve(profile.evaluation.vggish_weights) if profile.evaluation.vggish_weights else None
     encoder = None
     if name == "clap":
-        from foley_core.clap import load_clap
-
         encoder = load_clap(profile)
     return make_embedder(name, vggish_weights=weights, clap_encoder=encoder,
                          clap_sample_rate=getattr(encoder, "sample_rate", profile.audio.sample_rate))
 
 
+def official_fad_skip_reason(profile) -> str | None:
+    """Why the official DCASE FAD cannot be computed for this profile, in words for the metrics and the
+    report (None: it can). A configured VGGish file that is missing is said out loud, never silently skipped."""
+    weights = profile.evaluation.vggish_weights
+    if weights is None:
+        return "evaluation.vggish_weights is not set"
+    if not profile.resolve(weights).is_file():
+        return (f"VGGish weights {profile.resolve(weights)} not found (evaluation.vggish_weights): put torchvggish's "
+                "vggish-10086976.pth there")
+    if not any(c in OFFICIAL_FOLDER_NAMES for c in profile.class_names):
+        return "no class of this profile has official DCASE statistics"
+    return None
+
+
 def official_fad(profile, dcase_dir: Path) -> dict | None:
     """Per-class FAD of the exported clips against the official DCASE evaluation statistics
-    (VGGish, the challenge's own pre-processing), when VGGish weights are configured and present."""
+    (VGGish, the challenge's own pre-processing), when VGGish weights are configured and present;
+    None otherwise (``official_fad_skip_reason`` says why)."""
+    reason = official_fad_skip_reason(profile)
+    if reason is not None:
+        if profile.evaluation.vggish_weights is not None:  # asked for and not possible: a warning, not silence
+            logging.getLogger(__name__).warning("official DCASE FAD skipped: %s", reason)
+        return None
     weights = profile.evaluation.vggish_weights
-    if weights is None or not profile.resolve(weights).is_file():
-        return None
-    from foley_core.metrics import evaluate_dirs, make_embedder
-    from foley_core.metrics.official import OFFICIAL_FOLDER_NAMES
-
     classes = [c for c in profile.class_names if c in OFFICIAL_FOLDER_NAMES]
-    if not classes:
-        return None
     result = evaluate_dirs(dcase_dir, "official", make_embedder("vggish", vggish_weights=profile.resolve(weights)), classes)
     return {"per_class": {c: row["fad"] for c, row in result["classes"].items()},
             "mean_fad": result["mean"]["fad"], "published_mean_fad": PUBLISHED_FAD}
@@ -100,12 +114,6 @@ def evaluate_generation(profile, model_version: str) -> dict:
     """The evaluation of a generation: per-class FAD/KAD of the selected clips to held-out clips,
     class consistency, the {selection off, on} x {adapter off, on} ablation on the same seeds,
     CLAP scores, and (with VGGish weights) the official DCASE FAD."""
-    import json
-
-    from foley_core.data.ingest import load_manifest
-    from foley_core.generation.store import SELECTION, load_clips
-    from foley_core.layout import VARIANTS, layout
-
     where = layout(profile)
     embedder = make_profile_embedder(profile)
     manifest = load_manifest(where.dataset, profile.class_names)
@@ -128,6 +136,7 @@ def evaluate_generation(profile, model_version: str) -> dict:
     table = ablation.groupby(["adapter", "selection"])[["fad", "kad"]].mean().reset_index()
     consistency = class_consistency(selected_embeddings, references)
     main = ablation[(ablation["adapter"]) & (ablation["selection"])]
+    official = official_fad(profile, where.dcase)
     return {
         "embedder": embedder.name,
         "reference": reference_description(profile),
@@ -137,7 +146,9 @@ def evaluate_generation(profile, model_version: str) -> dict:
         "class_consistency_fad": consistency.to_dict(orient="index"),
         "consistent_classes": consistent_classes(consistency),
         "clap": clap_rows,
-        "official": official_fad(profile, where.dcase),
+        "official": official,
+        # the report says when the official FAD is missing, and why (a missing VGGish file, ...)
+        **({"official_fad_skipped": official_fad_skip_reason(profile)} if official is None else {}),
         "model_version": model_version,
         "precision": profile.precision_summary(),
     }

@@ -23,11 +23,11 @@ Paths are built here and nowhere else, so the Dagster layer and the CLI cannot d
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from foley_core.config import Profile
+from foley_core.hashing import sha256_hex
 
 VARIANTS = ("adapter", "identity")  # the fine-tuned adapter, and the identity-adapter ablation
 
@@ -72,7 +72,7 @@ class Layout:
     def converted_text_encoder(self, source: str | Path) -> Path:
         """Where the ``.bin``-only ``text_encoder/`` of the AudioLDM folder ``source`` is converted to
         (one folder per source folder: the main LDM's and each named one's)."""
-        return self.root / "text-encoders" / hashlib.sha256(str(source).encode()).hexdigest()[:16]
+        return self.root / "text-encoders" / sha256_hex(str(source))[:16]
 
     def finetune(self, variant: str | None = None, model: str | None = None) -> Path:
         """The adapters: ``finetune/<variant>`` for the main LDM, ``finetune/<variant>-<model>`` for a named one."""

@@ -15,7 +15,6 @@ from pathlib import Path
 from foley_core.fsutil import write_text_atomic
 
 
-
 @dataclass(frozen=True)
 class Artifact:
     name: str  # the stage (asset) that made it

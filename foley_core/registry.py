@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from foley_core.data.versioning import file_hash
 from foley_core.fsutil import exclusive_lock, replace_symlink, staged_dir, write_text_atomic
+from foley_core.hashing import file_hash
 from foley_core.layout import layout
 
 PIPELINE_CONFIG = "pipeline.json"  # in a saved pipeline: its components and settings

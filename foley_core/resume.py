@@ -18,7 +18,6 @@ truncated file: ``resume_checkpoint`` moves such a file aside and picks the newe
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Iterator
@@ -33,11 +32,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 log = logging.getLogger(__name__)
 
 Draw = tuple[int, tuple[int, int, int]]  # (dataset index, key of this draw's randomness: (seed, step, slot))
-
-
-def code_version() -> str:
-    """Hash of this module: part of the training fingerprints, since it decides the data order."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def resume_checkpoint(folder: Path) -> Path | None:

@@ -66,6 +66,9 @@ def _write_run_folder(folder: Path, run_id: str, run_label: str, profile: Profil
                 **{f"published: {k}": v for k, v in official["published_mean_fad"].items()}}
         tables["Official DCASE FAD (VGGish, against the evaluation-set statistics)"] = pd.DataFrame(
             {"fad": rows})
+    elif metrics.get("official_fad_skipped"):  # said, not left out: e.g. the VGGish file is missing
+        tables["Official DCASE FAD (VGGish, against the evaluation-set statistics): skipped"] = pd.DataFrame(
+            {"reason": {"skipped": metrics["official_fad_skipped"]}})
     summary = (f"profile {profile.name} · {len(profile.class_names)} classes · mean FAD {metrics['mean']['fad']:.3g} · "
                f"mean KAD {metrics['mean']['kad']:.3g} · class-consistent {len(metrics['consistent_classes'])}/"
                f"{len(profile.class_names)} · model {metrics['model_version']} · reference: {reference}")
@@ -79,10 +82,12 @@ def terminal_summary(profile: Profile, folder: Path) -> str:
     clap = pd.DataFrame(metrics["clap"]).set_index("class")[["mean_selected_score", "mean_candidate_score"]]
     per_class = pd.DataFrame(metrics["per_class"]).T
     table = per_class.join(clap).round(3)
+    skipped = metrics.get("official_fad_skipped")
     return "\n".join([
         table.to_string(),
         f"class-consistent: {len(metrics['consistent_classes'])}/{len(profile.class_names)} "
         f"({', '.join(metrics['consistent_classes'])})",
+        *([f"official DCASE FAD skipped: {skipped}"] if skipped else []),
         f"report:  {folder / 'report.html'}",
         f"clips:   {folder / 'dcase'}  (DCASE layout, 22,050 Hz, 16-bit, 4 s)",
     ])

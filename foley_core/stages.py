@@ -9,17 +9,38 @@ tables and pictures). The Dagster layer (``orchestration/assets``) is one call p
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from foley_core.config import Profile
-from foley_core.data.versioning import folder_hash
-from foley_core.fsutil import staged_dir, write_text_atomic
+import pandas as pd
+import soundfile as sf
+
 from foley_core import registry
+from foley_core.clap import EmbeddingCache, evaluate_clap, load_clap, load_paraphrases, train_clap
+from foley_core.clap.cache import cached_audio_embeddings, cached_text_embedder
+from foley_core.config import Profile
+from foley_core.data.ingest import QUARANTINE, ingest_class, load_manifest, manifest_version
+from foley_core.data.own import recordings_source, snapshot_recordings
+from foley_core.data.raw import snapshot_raw_data
+from foley_core.data.recordings import recording_of, recordings_from_manifest
+from foley_core.data.sources import discover_all, discover_source, source_from_path
+from foley_core.evaluation import evaluate_generation, read_json
+from foley_core.export import clip_name, validate_dcase, write_dcase_clip
+from foley_core.fsutil import staged_dir, write_text_atomic
+from foley_core.generation.conditioning import load_conditioner, pretrained_audioldm_source
+from foley_core.generation.finetune import finetune_adapter
+from foley_core.generation.pipeline import assemble_pipeline, resolve_device
+from foley_core.generation.store import load_clips, save_class_generation
+from foley_core.generation.submission import generate_selected
+from foley_core.hashing import folder_hash, json_hash, sha256_hex
 from foley_core.layout import VARIANTS, layout
+from foley_core.ldm.importing import import_audioldm, imports_pretrained_as_is, recorded_version
+from foley_core.ldm.training import train_ldm
+from foley_core.plots import spectrogram_png
+from foley_core.run_outputs import write_run_outputs
+from foley_core.transfer import RESULT, GateRefused, finetune_on_recordings, summary_rows
 
 
 @dataclass
@@ -37,8 +58,6 @@ def content_version(folder: Path, pattern: str = "*.safetensors") -> str:
 
 def ldm_version(folder: Path) -> str:
     """The LDM's version: recorded at import (no re-hash of a GB of weights), else its content hash."""
-    from foley_core.ldm.importing import recorded_version
-
     return recorded_version(folder) or content_version(folder)
 
 
@@ -53,8 +72,6 @@ def _scalars(metrics: dict) -> dict:
 # ---------------------------------------------------------------- data
 def snapshot_data(profile: Profile) -> tuple[StageResult, list[str]]:
     """The raw data (created when synthetic, versioned by DVC or content hash) and its warnings."""
-    from foley_core.data.raw import snapshot_raw_data
-
     snapshot = snapshot_raw_data(profile)
     metadata = {"data_version": snapshot.version, "versioned_by": snapshot.versioned_by,
                 "audio_files": len(snapshot.discovery.files), "files_per_class": snapshot.files_per_class(),
@@ -65,12 +82,6 @@ def snapshot_data(profile: Profile) -> tuple[StageResult, list[str]]:
 
 def ingest_dataset_class(profile: Profile, label: str) -> StageResult:
     """Normalised clips + manifest for one class; bad files quarantined with a reason."""
-    import soundfile as sf
-
-    from foley_core.data.ingest import ingest_class, load_manifest, manifest_version
-    from foley_core.data.sources import discover_all
-    from foley_core.plots import spectrogram_png
-
     root = layout(profile).dataset
     discovery = discover_all(profile, create_synthetic=False)
     result = ingest_class(label, [f for f in discovery.files if f.label == label],
@@ -92,9 +103,6 @@ def ingest_dataset_class(profile: Profile, label: str) -> StageResult:
 # ---------------------------------------------------------------- CLAP
 def build_clap(profile: Profile) -> StageResult:
     """CLAP trained contrastively on the dataset, or a LAION checkpoint evaluated on it."""
-    from foley_core.clap import evaluate_clap, load_clap, load_paraphrases, train_clap
-    from foley_core.data.ingest import load_manifest
-
     where = layout(profile)
     manifest = load_manifest(where.dataset)
     if profile.clap.source == "trained":
@@ -108,10 +116,6 @@ def build_clap(profile: Profile) -> StageResult:
 
 def embed_class(profile: Profile, label: str) -> StageResult:
     """CLAP audio embeddings of a class's clips and text embeddings of its captions and prompts."""
-    from foley_core.clap import EmbeddingCache, load_clap
-    from foley_core.data.ingest import load_manifest
-    from foley_core.generation.pipeline import resolve_device
-
     where = layout(profile)
     encoder = load_clap(profile).to(resolve_device(profile.generation.device))
     manifest = load_manifest(where.dataset, [label])
@@ -119,8 +123,8 @@ def embed_class(profile: Profile, label: str) -> StageResult:
     audio = cache.update_audio(encoder, manifest)
     prompts = list(profile.class_config(label).prompts) if label in profile.class_names else []
     text = cache.update_text(encoder, list(manifest["caption"]) + prompts)
-    version = hashlib.sha256(json.dumps([encoder.version, sorted(manifest["content_hash"]),
-                                         sorted(set(manifest["caption"]) | set(prompts))]).encode()).hexdigest()[:16]
+    version = json_hash([encoder.version, sorted(manifest["content_hash"]),
+                         sorted(set(manifest["caption"]) | set(prompts))], sort_keys=False)[:16]
     return StageResult(version, where.embeddings(label), {
         "clap_version": encoder.version, "audio_computed": audio["computed"], "audio_reused": audio["reused"],
         "text_computed": text["computed"], "text_reused": text["reused"], "clips": len(manifest)})
@@ -129,12 +133,6 @@ def embed_class(profile: Profile, label: str) -> StageResult:
 # ---------------------------------------------------------------- LDM and adapter
 def build_ldm(profile: Profile) -> StageResult:
     """VAE + UNet + vocoder trained on every clip (UNet conditioned on its CLAP audio embedding)."""
-    from foley_core.clap import load_clap
-    from foley_core.clap.cache import cached_audio_embeddings
-    from foley_core.data.ingest import load_manifest
-    from foley_core.ldm.importing import import_audioldm, imports_pretrained_as_is
-    from foley_core.ldm.training import train_ldm
-
     where = layout(profile)
     named = {name: import_audioldm(profile.for_model(name), where.ldm_for(name)) for name in profile.named_models()}
     named_metadata = {f"model {name}": {"imported_from": m["source"], "version": m["version"],
@@ -166,15 +164,11 @@ def _with_named(version: str, named: dict[str, dict]) -> str:
     """The LDM stage's version: the main model's, extended by the named models' (a model per class)."""
     if not named:
         return version
-    joined = json.dumps([version, sorted((name, m["version"]) for name, m in named.items())])
-    return hashlib.sha256(joined.encode()).hexdigest()[:16]
+    return json_hash([version, sorted((name, m["version"]) for name, m in named.items())], sort_keys=False)[:16]
 
 
 def finetune_adapters(profile: Profile) -> StageResult:
     """The paper's d x d adapter fine-tuned on the target classes, and the identity ablation."""
-    from foley_core.data.ingest import load_manifest
-    from foley_core.generation.finetune import finetune_adapter
-
     where = layout(profile)
     runs, named = {}, {}
     for model in [None, *profile.named_models()]:  # one adapter per LDM, on the classes that LDM generates
@@ -207,10 +201,6 @@ def conditioning_text_embedder(profile: Profile):
 
     The text encoder the UNet was trained with: an imported AudioLDM's own (through
     ``load_conditioner``), else the profile's CLAP text tower, read from the embedding cache."""
-    from foley_core.clap import load_clap
-    from foley_core.clap.cache import cached_text_embedder
-    from foley_core.generation.conditioning import load_conditioner
-
     clap = load_clap(profile)
     conditioner = load_conditioner(profile, clap=clap)
     unconditional = conditioner.unconditional().float().cpu()
@@ -222,25 +212,19 @@ def conditioning_text_embedder(profile: Profile):
 def model_version(profile: Profile) -> str:
     """The trained model's version: the adapter folder's content and the LDM folder's (and, for an
     imported AudioLDM, its text encoder's: it lives in neither folder)."""
-    from foley_core.generation.conditioning import load_conditioner, pretrained_audioldm_source
-
     where = layout(profile)
     version = content_version(where.finetune()) + "-" + ldm_version(where.ldm)
     if pretrained_audioldm_source(profile) is not None:
         version += "-" + load_conditioner(profile).version[:8]
     named = [ldm_version(where.ldm_for(name)) for name in profile.named_models()]
     if named:  # a model per class: the named LDMs are part of the model too
-        version += "-" + hashlib.sha256(json.dumps(named).encode()).hexdigest()[:8]
+        version += "-" + json_hash(named, sort_keys=False)[:8]
     return version
 
 
 # ---------------------------------------------------------------- generation
 def generate_candidates(profile: Profile, label: str) -> StageResult:
     """A class's clips with the fine-tuned adapter and with the identity ablation (same seeds)."""
-    from foley_core.generation.pipeline import assemble_pipeline
-    from foley_core.generation.store import save_class_generation
-    from foley_core.generation.submission import generate_selected
-
     where = layout(profile)
     records = {}
     for variant in VARIANTS:
@@ -255,10 +239,6 @@ def generate_candidates(profile: Profile, label: str) -> StageResult:
 
 def export_class(profile: Profile, label: str) -> StageResult:
     """A class's selected clips in the DCASE layout: 22,050 Hz, mono, 16-bit, exactly 4 s."""
-    from foley_core.export import clip_name, validate_dcase, write_dcase_clip
-    from foley_core.generation.store import load_clips
-    from foley_core.plots import spectrogram_png
-
     where = layout(profile)
     clips, rate = load_clips(where.generation("adapter", label) / "selected")
     out = where.dcase / label
@@ -274,10 +254,6 @@ def export_class(profile: Profile, label: str) -> StageResult:
 # ---------------------------------------------------------------- evaluation and promotion
 def evaluate(profile: Profile) -> StageResult:
     """FAD/KAD per class, class consistency and the ablation (``foley_core.evaluation``)."""
-    import pandas as pd
-
-    from foley_core.evaluation import evaluate_generation
-
     where = layout(profile)
     metrics = evaluate_generation(profile, model_version(profile))
     write_text_atomic(where.metrics, json.dumps(metrics, indent=2))
@@ -289,7 +265,7 @@ def evaluate(profile: Profile) -> StageResult:
         metadata["official_mean_fad"] = metrics["official"]["mean_fad"]
     markdown = {"ablation": pd.DataFrame(metrics["ablation"]).to_markdown(index=False),
                 "clap_scores": pd.DataFrame(metrics["clap"]).to_markdown(index=False)}
-    return StageResult(hashlib.sha256(where.metrics.read_bytes()).hexdigest()[:16], where.metrics, metadata, markdown)
+    return StageResult(sha256_hex(where.metrics.read_bytes())[:16], where.metrics, metadata, markdown)
 
 
 def promote_model(profile: Profile, metrics_path: Path) -> StageResult:
@@ -298,10 +274,6 @@ def promote_model(profile: Profile, metrics_path: Path) -> StageResult:
 
     The version is the accepted base model afterwards, so a refusal leaves it unchanged. What
     `foley generate` serves may be a fine-tune of it (``serving``): see ``foley_core.registry``."""
-    from foley_core.evaluation import read_json
-    from foley_core.export import validate_dcase
-    from foley_core.generation.pipeline import assemble_pipeline
-
     where = layout(profile)
     metrics = read_json(metrics_path)
     if metrics is None:
@@ -323,21 +295,15 @@ def promote_model(profile: Profile, metrics_path: Path) -> StageResult:
 
 def write_report(profile: Profile, run_label: str = "") -> StageResult:
     """``outputs/<run-id>/`` (report, clips, metrics) and ``outputs/latest`` pointing at it."""
-    from foley_core.run_outputs import write_run_outputs
-
     where = layout(profile)
     folder = write_run_outputs(profile, run_label)
-    digest = hashlib.sha256(where.metrics.read_bytes() + content_version(where.dcase, "*.wav").encode())
-    return StageResult(digest.hexdigest()[:16], folder, {"report": str(folder / "report.html")})
+    digest = sha256_hex(where.metrics.read_bytes(), content_version(where.dcase, "*.wav"))
+    return StageResult(digest[:16], folder, {"report": str(folder / "report.html")})
 
 
 # ---------------------------------------------------------------- transfer: the profile's own recordings
 def snapshot_own_recordings(profile: Profile) -> tuple[StageResult, list[str]]:
     """``transfer.source`` versioned (mirrored into data/own/ and tracked when DVC tracks data/)."""
-    from foley_core.data.own import recordings_source, snapshot_recordings
-    from foley_core.data.recordings import recording_of, recordings_from_manifest
-    from foley_core.data.sources import discover_source, source_from_path
-
     source = recordings_source(profile)
     if source is None:
         raise ValueError(f"profile {profile.name!r} names no transfer.source")
@@ -365,12 +331,6 @@ def finetune_on_source(profile: Profile, recordings: Path | None = None) -> Stag
     """The accepted model fine-tuned on ``recordings`` (default: ``transfer.source``), gated, promoted
     if better (``foley_core.transfer``). A refusal is a result, not an error: the version is the
     model ``latest`` points at afterwards, so a refused fine-tune changes nothing downstream."""
-    import pandas as pd
-
-    from foley_core.data.ingest import QUARANTINE
-    from foley_core.data.own import recordings_source
-    from foley_core.transfer import RESULT, GateRefused, finetune_on_recordings, summary_rows
-
     source = recordings_source(profile)
     if recordings is None and source is None:
         raise ValueError(f"profile {profile.name!r} names no transfer.source")

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import logging
 import shutil
@@ -50,12 +49,32 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from diffusers import DDPMScheduler
+from peft import LoraConfig
+from transformers import SpeechT5HifiGan
 
+from foley_core.clap.adapt import adapt_audio_tower, class_prompt_embeddings, zero_shot_accuracy
+from foley_core.clap.encoder import TrainedClapEncoder
 from foley_core.code_version import source_version
 from foley_core.config import Profile
+from foley_core.data.ingest import ingest, load_manifest
+from foley_core.data.own import snapshot_recordings
+from foley_core.data.recordings import split_by_recording
+from foley_core.data.sources import discover_source, source_from_path
 from foley_core.env import retrain_requested
+from foley_core.evaluation import class_consistency, consistent_classes, distance_row, make_profile_embedder
 from foley_core.fsutil import staged_dir, write_text_atomic
+from foley_core.generation.adapter import EmbeddingAdapter
+from foley_core.generation.finetune import _clip_texts, _latents
+from foley_core.generation.pipeline import FoleyPipeline, place
+from foley_core.generation.store import save_class_generation
+from foley_core.generation.submission import generate_selected, pipeline_for_class
+from foley_core.hashing import folder_hash, json_hash, sha256_hex
 from foley_core.layout import layout
+from foley_core.ldm.data import InMemoryDataModule, LatentConditions, VocoderSegments, compute_log_mels, load_waveforms
+from foley_core.ldm.mel import pad_frames
+from foley_core.ldm.models import unet_downsampling, vae_downsampling
+from foley_core.ldm.modules import UnetModule, VocoderModule
+from foley_core.ldm.training import fit, fresh_if_retraining
 from foley_core.registry import CLASS_MODELS, PIPELINE_CONFIG, base_pipeline_dir, promote_finetuned, regression
 
 log = logging.getLogger(__name__)
@@ -94,11 +113,6 @@ class SourceData:
 # ---------------------------------------------------------------- data
 def ingest_recordings(profile: Profile, source: Path) -> SourceData:
     """Ingest ``source`` into ``artifacts/<profile>/ingest/<name>/`` and split it by recording."""
-    from foley_core.data.ingest import ingest, load_manifest
-    from foley_core.data.own import snapshot_recordings
-    from foley_core.data.recordings import split_by_recording
-    from foley_core.data.sources import discover_source, source_from_path
-
     source = Path(source)
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: expected a folder of recordings in the <Class>/<file> layout")
@@ -124,7 +138,7 @@ def ingest_recordings(profile: Profile, source: Path) -> SourceData:
                          "fine-tune against (files named <name>-1.wav, <name>-2.wav count as one recording)")
     manifest = manifest[manifest["class"].isin(classes)].reset_index(drop=True)
     clips = sorted(zip(manifest["content_hash"], manifest["split"], manifest["caption"]))  # what the fine-tune learns from
-    version = hashlib.sha256(json.dumps(clips).encode()).hexdigest()[:16]
+    version = json_hash(clips, sort_keys=False)[:16]
     return SourceData(name, source.resolve(), manifest, classes, version, list(result.quarantined), snapshot.version)
 
 
@@ -169,12 +183,6 @@ class TransferModule(pl.LightningModule):
 
 def finetune_generator(profile: Profile, base, train: pd.DataFrame, train_what: str, work_dir: Path) -> tuple[dict, object, object]:
     """Fine-tune ``base``'s adapter (and UNet) on ``train``; returns (run metrics, adapter, unet or None)."""
-    from foley_core.generation.adapter import EmbeddingAdapter
-    from foley_core.generation.finetune import _clip_texts, _latents
-    from foley_core.ldm.data import InMemoryDataModule, LatentConditions
-    from foley_core.ldm.modules import UnetModule
-    from foley_core.ldm.training import fit
-
     cfg = profile.transfer
     pl.seed_everything(profile.seed, workers=True)
     components = base.ldm
@@ -185,14 +193,14 @@ def finetune_generator(profile: Profile, base, train: pd.DataFrame, train_what: 
     unet.load_state_dict(components.unet.state_dict())
     unet.train().requires_grad_(train_unet)
     if train_unet and cfg.unet_lora_rank:
-        from peft import LoraConfig
-
         # the UNet's linear and conv layers; only the low-rank factors train (the rest is frozen by add_adapter)
         unet.add_adapter(LoraConfig(r=cfg.unet_lora_rank, lora_alpha=cfg.unet_lora_rank, target_modules=LORA_TARGETS,
                                     init_lora_weights="gaussian"))
     rows = train.rename(columns={"class": "class_"})  # the main fine-tune's column name
     index, texts = _clip_texts(rows, profile)
     means, stds = _latents(components, rows, profile)
+    # Bounded text batches (finetune.text_batch_size): an AudioLDM conditioner's RoBERTa pads to 512 tokens
+    base.conditioner.text_batch_size = profile.finetune.text_batch_size
     with torch.no_grad():
         text = base.conditioner.encode(texts).float().cpu()
     pick = torch.tensor(index)
@@ -224,12 +232,6 @@ def finetune_vocoder(profile: Profile, base, train: pd.DataFrame, work_dir: Path
     VAE decoder, never as an exact log-mel; a vocoder fine-tuned on exact log-mels alone
     rebuilt held-out recordings far better (log-mel FAD 9,390 -> 401 on Footstep) yet made
     generated clips worse (8,851 -> 29,197), because the decoder's output is not what it learnt."""
-    from foley_core.ldm.data import InMemoryDataModule, VocoderSegments, compute_log_mels, load_waveforms
-    from foley_core.ldm.mel import pad_frames
-    from foley_core.ldm.models import unet_downsampling, vae_downsampling
-    from foley_core.ldm.modules import VocoderModule
-    from foley_core.ldm.training import fit
-
     cfg = profile.transfer
     ldm = base.ldm
     # its own steps at a constant rate (the main vocoder's schedule is sized to the main vocoder's steps)
@@ -259,7 +261,7 @@ def _fingerprint(profile: Profile, base_version: str, data: SourceData, train_wh
     code = source_version(finetune_on_recordings)
     settings = [profile.transfer.model_dump(mode="json", exclude={"source"}), profile.seed, train_what,
                 base_version, data.version, code]
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return json_hash(settings)[:16]
 
 
 def _base_model(profile: Profile) -> tuple[Path, dict]:
@@ -277,8 +279,6 @@ def finetune_on_recordings(profile: Profile, source: Path, train_what: str | Non
     """Ingest, fine-tune, gate and (if it passes) promote; returns the result record.
 
     Raises ``GateRefused`` (after writing the record) when the fine-tuned model is not better."""
-    from foley_core.generation.pipeline import FoleyPipeline, place
-
     train_what = train_what or profile.transfer.train
     if train_what not in TRAIN_CHOICES:
         raise ValueError(f"--train must be one of {', '.join(TRAIN_CHOICES)}, got {train_what!r}")
@@ -319,18 +319,13 @@ def _read(path: Path) -> dict | None:
 
 
 def _version(candidate_dir: Path, base_version: str) -> str:
-    from foley_core.data.versioning import folder_hash
 
-    return "ft-" + hashlib.sha256((folder_hash(candidate_dir, "*.safetensors") + base_version).encode()).hexdigest()[:16]
+    return "ft-" + sha256_hex(folder_hash(candidate_dir, "*.safetensors") + base_version)[:16]
 
 
 def _train_candidate(profile: Profile, base, base_dir: Path, data: SourceData, train_what: str, work: Path,
                      candidate_dir: Path, key: str) -> dict:
     """Adapt the CLAP, fine-tune the generator, save the candidate pipeline; returns the training record."""
-    from foley_core.clap.encoder import TrainedClapEncoder
-    from foley_core.generation.pipeline import FoleyPipeline
-    from foley_core.ldm.training import fresh_if_retraining
-
     record: dict = {}
     # Checkpoints are resumed only by a run of the same base, data, settings and code: an
     # interrupted fine-tune continues, a different one starts afresh.
@@ -354,8 +349,6 @@ def _train_candidate(profile: Profile, base, base_dir: Path, data: SourceData, t
         vocoder_dir = work / "vocoder"
         record["vocoder"] = {k: v for k, v in finetune_vocoder(profile, base, data.train, training / "vocoder",
                                                                vocoder_dir).items() if not isinstance(v, (bytes, dict))}
-        from transformers import SpeechT5HifiGan
-
         ldm = dataclasses.replace(ldm, vocoder=SpeechT5HifiGan.from_pretrained(vocoder_dir, use_safetensors=True))
     def pipeline(with_ldm):
         return FoleyPipeline(clap, adapter, with_ldm, sampler=base.sampler, steps=base.steps, clap_source=base.clap_source,
@@ -394,10 +387,6 @@ def choose_vocoders(profile: Profile, finetuned_dir: Path, kept_dir: Path, data:
     log-mel FAD from 5,793 to 22,398 while cutting GunShot's from 9,362 to 659 (docs/finetune.md).
     Both vocoders generate each class (same seeds, same selection) and are compared with the
     class's *training* recordings, so the held-out recordings stay unseen until the gate."""
-    from foley_core.evaluation import distance_row, make_profile_embedder
-    from foley_core.generation.pipeline import FoleyPipeline, place
-    from foley_core.generation.submission import generate_selected
-
     embedder = make_profile_embedder(profile)
     n = profile.transfer.eval_clips_per_class
     pipelines = {who: place(FoleyPipeline.from_pretrained(folder, profile), profile.generation)
@@ -419,10 +408,6 @@ def choose_vocoders(profile: Profile, finetuned_dir: Path, kept_dir: Path, data:
 
 def adapt_clap(profile: Profile, base_clap: Path, data: SourceData, out_dir: Path) -> dict:
     """Fine-tune the CLAP's audio tower; keep it only if it does not lose what it knew."""
-    from foley_core.clap.adapt import adapt_audio_tower, class_prompt_embeddings, zero_shot_accuracy
-    from foley_core.clap.encoder import TrainedClapEncoder
-    from foley_core.data.ingest import load_manifest
-
     cfg = profile.transfer
     classes = profile.class_names
     own = load_manifest(layout(profile).dataset, classes)
@@ -448,11 +433,6 @@ def adapt_clap(profile: Profile, base_clap: Path, data: SourceData, out_dir: Pat
 # ---------------------------------------------------------------- the gate
 def gate(profile: Profile, base_dir: Path, candidate_dir: Path, data: SourceData, work: Path) -> dict:
     """Base vs fine-tuned on the held-out recordings of each held class (same seeds, same selection)."""
-    from foley_core.evaluation import class_consistency, consistent_classes, distance_row, make_profile_embedder
-    from foley_core.generation.pipeline import FoleyPipeline, place
-    from foley_core.generation.store import save_class_generation
-    from foley_core.generation.submission import generate_selected, pipeline_for_class
-
     embedder = make_profile_embedder(profile)
     references = {c: embedder.embed_files(list(rows["abs_path"])) for c, rows in data.val.groupby("class")}
     n = profile.transfer.eval_clips_per_class

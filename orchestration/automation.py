@@ -1,9 +1,9 @@
-"""Retraining automation with Declarative Automation (public ``AutomationCondition`` API).
+"""Retraining automation: sensors and a schedule (public Dagster APIs only).
 
-- Every asset carries ``RETRAIN``: it is materialised when its code version changed, when one
-  of its upstream assets got a *new data version* (not merely re-materialised), or when it
-  went missing. A stage whose inputs came out unchanged stops the cascade, so a data change
-  in one class retrains what depends on it and nothing else.
+- ``retrain_when_changed`` (sensor, on by default) runs what is stale by the one freshness
+  rule (``orchestration.freshness``, the rule `foley run` follows): a stage whose code version
+  changed, whose inputs have new versions, or that never ran. A stage that came out unchanged
+  stops the cascade, so a data change in one class retrains what depends on it and nothing else.
 - ``retrain_on_data_change`` (sensor, on by default) re-snapshots the data when ``data.dvc``
   records a different version of *this profile's* sources than the last snapshot. It stays
   quiet while a `foley run` holds the artifacts folder: that run's own rewrite of
@@ -13,19 +13,21 @@
   ``own_recordings`` snapshot; the job snapshots both.
 - ``weekly_retraining`` (schedule, off by default) re-snapshots the data every Monday 03:00,
   picking up files added to ``data/`` without ``dvc add``; the cascade does the rest.
-- Updates made by `foley run` itself (runs tagged ``foley/pid``) do not trigger the cascade:
-  the run materialises everything downstream on its own.
+- While a `foley run` holds the artifacts folder, the sensor waits: the run brings every stage
+  up to date on its own.
 """
 
 from __future__ import annotations
 
 from dagster import (
+    AssetsDefinition,
     AssetSelection,
-    AutomationCondition,
-    AutomationConditionSensorDefinition,
+    DagsterInstance,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     ScheduleDefinition,
     SensorDefinition,
     SensorEvaluationContext,
@@ -34,32 +36,51 @@ from dagster import (
 )
 
 from foley_core.config import Profile
+from foley_core.data.own import recorded_recordings_version
+from foley_core.data.raw import recorded_data_version
 from foley_core.fsutil import who_holds
+from foley_core.hashing import json_hash
 from foley_core.layout import layout
 from foley_core.records import read_record
+from orchestration.freshness import current_inputs, stale_work
 
 FOLEY_RUN_TAG = "foley/pid"  # set on every run `foley run` executes in-process
-
-_upstream_changed = AutomationCondition.any_deps_match(
-    AutomationCondition.data_version_changed() & ~AutomationCondition.executed_with_tags(tag_keys={FOLEY_RUN_TAG})
-).with_label("an upstream asset has a new data version (not made by `foley run`)")
-
-RETRAIN = (
-    (AutomationCondition.newly_missing() | AutomationCondition.code_version_changed() | _upstream_changed)
-    .since_last_handled()
-    & ~AutomationCondition.any_deps_missing()
-    & ~AutomationCondition.any_deps_in_progress()
-    & ~AutomationCondition.in_progress()
-).with_label("retrain when code or upstream data changed")
-
+STALE_TRIGGER = {"foley/trigger": "stale"}  # set on the runs retrain_when_changed requests
 SNAPSHOT_JOB = "foley_data_snapshot"
 
 
-def automation_sensor() -> AutomationConditionSensorDefinition:
-    return AutomationConditionSensorDefinition(
-        "retrain_when_changed", target=AssetSelection.all(), default_status=DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=60,
-        description="Evaluates every asset's condition: retrain when code or upstream data changed.")
+def retrain_sensor(profile: Profile, assets: list[AssetsDefinition]) -> SensorDefinition:
+    """``retrain_when_changed``: requests a run of the first group (and partition) that has a stale
+    asset, by the one freshness rule (``orchestration.freshness``); the next tick asks again."""
+
+    @sensor(name="retrain_when_changed", asset_selection=AssetSelection.all(), minimum_interval_seconds=60,
+            default_status=DefaultSensorStatus.RUNNING,
+            description="Retrain what is stale: a stage whose code version changed, or whose inputs have new "
+                        "versions (the same rule as `foley run`).")
+    def retrain_when_changed(context: SensorEvaluationContext):
+        return stale_request(profile, assets, context.instance)
+
+    return retrain_when_changed
+
+
+def stale_request(profile: Profile, assets: list[AssetsDefinition], instance: DagsterInstance) -> RunRequest | SkipReason:
+    holder = who_holds(layout(profile).run_lock)
+    if holder is not None:
+        return SkipReason(f"a foley run is using {layout(profile).root} ({holder}): it brings every stage up to date")
+    running = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED,
+                                                            DagsterRunStatus.STARTING, DagsterRunStatus.STARTED],
+                                                  tags=STALE_TRIGGER), limit=1)
+    if running:
+        return SkipReason(f"run {running[0].dagster_run.run_id[:8]} is bringing stale stages up to date")
+    by_key = {a.key: a for a in assets}
+    for todo, partition in stale_work(profile, assets):
+        # the same stale state gives the same key, so a failed run is not requested again until
+        # something changes (a fix to the code, or new data)
+        state = [[a.key.to_user_string(), a.code_versions_by_key.get(a.key),
+                  current_inputs(profile, a, partition, by_key)] for a in todo]
+        return RunRequest(run_key=f"stale-{json_hash([partition, state])[:16]}", asset_selection=[a.key for a in todo],
+                          partition_key=partition, tags=STALE_TRIGGER)
+    return SkipReason("every stage is fresh")
 
 
 def weekly_retraining() -> ScheduleDefinition:
@@ -81,8 +102,6 @@ def data_change_sensor(profile: Profile) -> SensorDefinition:
 
 
 def data_change_request(profile: Profile) -> RunRequest | SkipReason:
-    from foley_core.data.raw import recorded_data_version
-
     where = layout(profile)
     holder = who_holds(where.run_lock)
     if holder is not None:
@@ -104,8 +123,6 @@ def data_change_request(profile: Profile) -> RunRequest | SkipReason:
 
 def _recordings_request(profile: Profile) -> RunRequest | None:
     """A snapshot run when the recordings of ``transfer.source`` are recorded at a new version."""
-    from foley_core.data.own import recorded_recordings_version
-
     if not profile.transfer.source:
         return None
     current = recorded_recordings_version(profile)

@@ -15,7 +15,7 @@ from dagster import AssetSelection, Definitions, define_asset_job
 import foley_core  # noqa: F401  (applies offline defaults before anything else loads)
 from foley_core.config import load_profile
 from orchestration.assets.graph import asset_prefix, build_assets
-from orchestration.automation import SNAPSHOT_JOB, automation_sensor, data_change_sensor, weekly_retraining
+from orchestration.automation import SNAPSHOT_JOB, data_change_sensor, retrain_sensor, weekly_retraining
 from orchestration.resources import ArtifactIOManager, FoleyProfile
 
 # A Dagster job runs one partitioning at a time, so the graph has these jobs (selected by asset
@@ -50,7 +50,7 @@ def build_definitions(profile_name: str | None = None, overrides: dict | None = 
         asset_checks=checks,
         jobs=jobs,
         schedules=[weekly_retraining()],
-        sensors=[data_change_sensor(profile), automation_sensor()],
+        sensors=[data_change_sensor(profile), retrain_sensor(profile, assets)],
         resources={"foley": FoleyProfile(**settings), "io_manager": ArtifactIOManager(**settings)},
     )
 

@@ -4,12 +4,13 @@ Runs go through the persistent instance in $DAGSTER_HOME, so every run, its meta
 checks and lineage show up in `make ui`. Consecutive stages with the same partitioning run
 together in one Dagster run (so blocking quality checks gate what follows them in that run);
 per-class stages run one run per class, as a backfill would. A stage is skipped when it is
-fresh: its stored record (``foley_core.records``) has the current code version and was made
-from the current versions of its inputs. A second run with nothing changed recomputes nothing.
+fresh (``orchestration.freshness``, the rule the daemon's sensor follows too). A second run
+with nothing changed recomputes nothing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -20,29 +21,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from dagster import AssetKey, AssetsDefinition, DagsterInstance, DagsterRunStatus, RunsFilter, get_dagster_logger, materialize
+import diffusers
+import transformers
+from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
+    RunsFilter,
+    get_dagster_logger,
+    materialize,
+)
 
 from foley_core.config import PROJECT_ROOT, Profile, load_profile
+from foley_core.data.own import recordings_source
 from foley_core.env import RETRAIN
 from foley_core.fsutil import LockHeld, describe_holder, exclusive_lock, process_alive
 from foley_core.layout import layout
 from foley_core.progress import attach_terminal, warnings_to_log
+from foley_core.records import read_record
 from foley_core.registry import accepted_metrics, describe_served, served
-from foley_core.records import Artifact, input_versions, read_record
 from foley_core.run_outputs import terminal_summary
+from foley_core.transfer import RESULT
 from orchestration.automation import FOLEY_RUN_TAG
 from orchestration.definitions import build_definitions
+from orchestration.freshness import groups, is_fresh, stale_in_group
 
 # Dagster's console logger prints every engine event; the terminal gets one line per
 # stage instead, and the full event log is in the UI.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-# Snapshots of data outside the artifacts (data/, transfer.source): always run, they are the cheap
-# check that the data did not change
-SNAPSHOTS = ("raw_foley_data", "own_recordings")
 ADVISORY = ("finetuned_model",)  # assets whose failed checks do not mean the main model was refused
-# Run on their own, after the group before them: their freshness is judged on what that group just
-# promoted (within one group, freshness is judged before any of it runs)
-RUN_ALONE = ("finetuned_model",)
 
 
 @dataclass
@@ -67,9 +73,6 @@ def quiet_training_logs() -> None:
     """Lightning's banners ("GPU available: False", tips) go to the run logs, not the terminal."""
     for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    import diffusers
-    import transformers
-
     transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars on every model load
     diffusers.utils.logging.disable_progress_bar()
 
@@ -129,61 +132,6 @@ def fail_orphaned_runs(instance: DagsterInstance) -> list[tuple[str, int]]:
     return reaped
 
 
-def _groups(assets: list[AssetsDefinition]) -> list[tuple[list[AssetsDefinition], object]]:
-    """Assets in dependency order (as built), consecutive ones with the same partitioning grouped."""
-    groups: list[tuple[list[AssetsDefinition], object]] = []
-    for assets_def in assets:
-        if groups and groups[-1][1] == assets_def.partitions_def and assets_def.key.path[-1] not in RUN_ALONE:
-            groups[-1][0].append(assets_def)
-        else:
-            groups.append(([assets_def], assets_def.partitions_def))
-    return groups
-
-
-def current_inputs(profile: Profile, assets_def: AssetsDefinition, partition: str | None,
-                   by_key: dict[AssetKey, AssetsDefinition]) -> dict[str, str] | None:
-    """The input versions the stage would be given now (as the IO manager loads them), or None
-    when an input has no record yet."""
-    where = layout(profile)
-    inputs: dict[str, Artifact | dict[str, Artifact]] = {}
-    for dep in assets_def.asset_deps[assets_def.key]:
-        upstream = by_key[dep]
-        name = dep.path[-1]
-        if upstream.partitions_def is None:
-            inputs[name] = read_record(where.record(name))
-        elif partition is not None:  # per-class stage reads the same class upstream
-            inputs[name] = read_record(where.record(name, partition))
-        else:
-            inputs[name] = {p: read_record(where.record(name, p)) for p in upstream.partitions_def.get_partition_keys()}
-        values = inputs[name].values() if isinstance(inputs[name], dict) else [inputs[name]]
-        if any(v is None for v in values):
-            return None
-    return input_versions(inputs)
-
-
-def is_fresh(profile: Profile, assets_def: AssetsDefinition, partition: str | None,
-             by_key: dict[AssetKey, AssetsDefinition]) -> bool:
-    """Stored record with the current code version, made from the current input versions."""
-    record = read_record(layout(profile).record(assets_def.key.path[-1], partition))
-    if record is None or record.code_version != (assets_def.code_versions_by_key.get(assets_def.key) or ""):
-        return False
-    return record.inputs == current_inputs(profile, assets_def, partition, by_key)
-
-
-def stale_in_group(group: list[AssetsDefinition], fresh: Callable[[AssetsDefinition], bool],
-                   force: bool = False) -> list[AssetsDefinition]:
-    """The assets of a group (in dependency order) to run: every one when forced, the snapshots,
-    the ones ``fresh`` rejects, and everything downstream of those inside the group. Freshness is
-    read before any of the group runs, so an asset whose upstream in the group is about to change
-    still looks fresh against the upstream's old output."""
-    todo: list[AssetsDefinition] = []
-    for a in group:
-        upstream_stale = any(k in {t.key for t in todo} for k in a.keys_by_input_name.values())
-        if force or a.key.path[-1] in SNAPSHOTS or upstream_stale or not fresh(a):
-            todo.append(a)
-    return todo
-
-
 def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str], None], force: bool) -> PipelineRun:
     ensure_dagster_home()
     quiet_training_logs()
@@ -200,7 +148,7 @@ def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str
     # Progress goes to the real terminal (Dagster captures the assets' stdout/stderr);
     # library warnings go to the run's event log instead of the terminal.
     with attach_terminal(), warnings_to_log(get_dagster_logger("warnings")):
-        for group, partitions_def in _groups(assets):
+        for group, partitions_def in groups(assets):
             for partition in partitions_def.get_partition_keys() if partitions_def else [None]:
                 # freshness is judged afresh after each run: upstream versions may just have changed
                 todo = stale_in_group(group, lambda a: is_fresh(profile, a, partition, by_key), force)
@@ -234,11 +182,6 @@ def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str
 
 def _explain_transfer(profile: Profile, outcome: PipelineRun, echo: Callable[[str], None]) -> None:
     """One line on the fine-tune on transfer.source, when this run made it."""
-    import json
-
-    from foley_core.data.own import recordings_source
-    from foley_core.transfer import RESULT
-
     if not any("finetuned_model" in label for label in outcome.materialised) or not profile.transfer.source:
         return
     path = layout(profile).transfer(recordings_source(profile).name) / RESULT
@@ -260,8 +203,6 @@ def _explain_gate(profile: Profile, outcome: PipelineRun, echo: Callable[[str], 
         echo(f"quality gate failed ({', '.join(outcome.failed_checks)}): the model was NOT promoted; "
              f"`foley generate` keeps using the last accepted one")
     elif evaluated is not None:  # the gate may also have refused a promotion launched alone
-        import json
-
         model = json.loads(evaluated.location.read_text())["model_version"]
         kept = (accepted_metrics(profile) or {}).get("model_version")
         if kept != model:

@@ -10,19 +10,21 @@ import subprocess
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import smoke_overrides
 from dagster import AssetKey, DagsterInstance, Definitions, RunRequest, SkipReason, materialize
 
 from foley_core.config import load_profile
 from foley_core.data.own import recorded_recordings_version, snapshot_recordings
-from foley_core.data.versioning import DvcError, dvc_executable, folder_hash, run_dvc
+from foley_core.data.versioning import DvcError, dvc_executable, run_dvc
 from foley_core.fsutil import exclusive_lock
-from foley_core.registry import PIPELINE_CONFIG, latest_pipeline_dir
+from foley_core.hashing import folder_hash
 from foley_core.layout import layout
 from foley_core.records import read_record
+from foley_core.registry import PIPELINE_CONFIG, latest_pipeline_dir
 from orchestration.automation import SNAPSHOT_JOB, data_change_request
 from orchestration.definitions import build_definitions
-from orchestration.runner import _groups, run_pipeline
-from conftest import smoke_overrides
+from orchestration.freshness import groups as _groups
+from orchestration.runner import run_pipeline
 
 TINY = {"steps": 3, "clap_steps": 2, "vocoder_steps": 2, "eval_clips_per_class": 2, "batch_size": 4, "clap_batch_size": 4}
 BASE = ["raw_foley_data", "foley_dataset", "clap_model", "clap_embeddings", "pretrained_ldm", "finetuned_adapter",
@@ -61,7 +63,10 @@ def test_definitions_add_the_transfer_assets_only_when_a_source_is_named(tmp_pat
     model = by_key[AssetKey(["smoke", "finetuned_model"])]
     assert model.asset_deps[model.key] == {AssetKey(["smoke", "promoted_pipeline"]), AssetKey(["smoke", "own_recordings"])}
     assert not by_key[AssetKey(["smoke", "own_recordings"])].asset_deps[AssetKey(["smoke", "own_recordings"])]
-    assert all(a.automation_conditions_by_key[a.key] is not None and a.code_versions_by_key[a.key] for a in defs.assets)
+    assert all(a.code_versions_by_key[a.key] for a in defs.assets)
+    # the daemon's retrain sensor (the one freshness rule) covers the transfer assets too
+    assert defs.resolve_sensor_def("retrain_when_changed").asset_selection.resolve(defs.resolve_asset_graph()) == {
+        a.key for a in defs.assets}
     specs = {c.name: c for d in defs.asset_checks for c in d.check_specs}
     assert specs["transfer_gate"].asset_key == model.key and not specs["transfer_gate"].blocking
     # the code versions of the main graph do not depend on the transfer settings
@@ -229,7 +234,8 @@ def test_foley_run_reruns_what_follows_a_stale_stage_within_a_group():
     """Within one group, freshness is read before any of it runs: a stage downstream of a stale
     one looked fresh against the old output and was skipped until the next run."""
     from orchestration.definitions import build_definitions
-    from orchestration.runner import _groups, stale_in_group
+    from orchestration.freshness import groups as _groups
+    from orchestration.freshness import stale_in_group
 
     assets = list(build_definitions("smoke").assets)
     group = next(g for g, _ in _groups(assets) if "evaluation_metrics" in [a.key.path[-1] for a in g])

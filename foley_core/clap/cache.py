@@ -19,6 +19,7 @@ import pandas as pd
 from foley_core.audio import write_text_atomic
 from foley_core.clap.evaluate import read_clips
 from foley_core.fsutil import atomic_file, exclusive_lock
+from foley_core.layout import layout
 
 META = "cache.json"
 LOCK = ".lock"
@@ -154,8 +155,6 @@ def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
 
 def cached_audio_embeddings(profile, clap_version: str, manifest: pd.DataFrame) -> dict[str, np.ndarray]:
     """content_hash -> CLAP audio embedding, read from the per-class caches (nothing recomputed)."""
-    from foley_core.layout import layout
-
     conditioning: dict[str, np.ndarray] = {}
     for label, rows in manifest.groupby("class"):
         hashes = list(rows["content_hash"])
@@ -165,8 +164,6 @@ def cached_audio_embeddings(profile, clap_version: str, manifest: pd.DataFrame) 
 
 def cached_text_embedder(profile, encoder):
     """texts -> embeddings through the class caches first (captions, prompts), the encoder otherwise."""
-    from foley_core.layout import layout
-
     caches = [EmbeddingCache(layout(profile).embeddings(c), encoder.version) for c in profile.class_names]
 
     def embed(texts: list[str]) -> np.ndarray:

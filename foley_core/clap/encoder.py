@@ -6,9 +6,8 @@ silently fixed (a wrong sample rate is an error, not a resample).
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-import hashlib
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from foley_core.clap.towers import SmallClap, TowerConfig, minilm_fingerprint
 from foley_core.fsutil import atomic_file
+from foley_core.hashing import new_digest
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -140,7 +140,7 @@ class TrainedClapEncoder(ClapEncoder):
 
 def model_version(folder: Path) -> str:
     """Content hash of the saved weights and config (and of the frozen MiniLM when used)."""
-    digest = hashlib.sha256((folder / CONFIG).read_bytes())
+    digest = new_digest((folder / CONFIG).read_bytes())
     digest.update((folder / WEIGHTS).read_bytes())
     if json.loads((folder / CONFIG).read_text())["model"]["text_tower"] == "minilm":
         digest.update(minilm_fingerprint().encode())

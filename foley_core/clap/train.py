@@ -9,7 +9,6 @@ runs only the audio tower and the projections.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -21,7 +20,8 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
 from torch.utils.data import Dataset
 
 from foley_core.audio import write_text_atomic
@@ -32,6 +32,7 @@ from foley_core.clap.towers import SmallClap, TowerConfig
 from foley_core.code_version import source_version
 from foley_core.config import Profile
 from foley_core.env import retrain_requested
+from foley_core.hashing import json_hash
 from foley_core.progress import TerminalProgress
 from foley_core.resume import Draw, RngState, SeededDataModule, resume_checkpoint, sample_rng
 from foley_core.training import build_trainer
@@ -104,8 +105,6 @@ class ClapTrainingModule(pl.LightningModule):
 def _logger(profile: Profile, out_dir: Path):
     if profile.wandb.mode == "disabled":
         return False
-    from pytorch_lightning.loggers import WandbLogger
-
     return WandbLogger(project=profile.wandb.project, name=f"clap-{profile.name}", save_dir=str(out_dir),
                        mode=profile.wandb.mode, log_model=False)
 
@@ -171,7 +170,7 @@ def _run_fingerprint(profile: Profile, train: pd.DataFrame) -> str:
     settings["clap"].pop("steps")
     settings["train"] = sorted(zip(train["content_hash"], train["caption"]))
     settings["code"] = _training_code_version()
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return json_hash(settings)[:16]
 
 
 def _discard_stale_checkpoints(folder: Path, fingerprint: str) -> None:
@@ -184,8 +183,6 @@ def _discard_stale_checkpoints(folder: Path, fingerprint: str) -> None:
 
 
 def _trainer(profile: Profile, out_dir: Path, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     settings = profile.trainer
     checkpoint = ModelCheckpoint(dirpath=out_dir / CHECKPOINTS, filename="clap-{step}", save_last=True,
                                  save_top_k=1, every_n_train_steps=settings.checkpoint_every_n_steps,

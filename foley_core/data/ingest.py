@@ -18,7 +18,6 @@ previous version if the kill came between the swap's two renames.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import shutil
 import tempfile
@@ -45,8 +44,8 @@ from foley_core.audio import (
 )
 from foley_core.config import CaptionedCsvSource, Profile, plain_name_problem
 from foley_core.data.sources import Rejected, SourceFile, source_root
-from foley_core.data.versioning import file_hash
 from foley_core.fsutil import exclusive_lock
+from foley_core.hashing import file_hash, new_digest
 
 MANIFEST = "manifest.csv"
 QUARANTINE = "quarantine.csv"
@@ -409,6 +408,6 @@ def load_manifest(dataset_dir: Path, labels: Iterable[str] | None = None) -> pd.
 def manifest_version(dataset_dir: Path, label: str) -> str:
     """Data version of one class partition: the hash of its manifest (clips are content-addressed)."""
     folder = dataset_dir / label
-    digest = hashlib.sha256((folder / MANIFEST).read_bytes())
+    digest = new_digest((folder / MANIFEST).read_bytes())
     digest.update((folder / QUARANTINE).read_bytes())
     return digest.hexdigest()[:16]

@@ -10,7 +10,6 @@ recordings it learnt from, and ``dvc pull`` brings them back. The mirror is repl
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -19,8 +18,9 @@ from pathlib import Path
 from foley_core.audio import is_audio_file
 from foley_core.config import Profile
 from foley_core.data.raw import dvc_tracks_data_dir
-from foley_core.data.versioning import DvcError, dvc_subtree_version, file_hash, folder_hash, run_dvc, track
+from foley_core.data.versioning import DvcError, dvc_subtree_version, run_dvc, track
 from foley_core.fsutil import staged_dir
+from foley_core.hashing import files_hash, folder_hash
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,7 @@ def _selected(root: Path) -> list[Path]:
 
 def _selection_hash(root: Path) -> str:
     """Content hash of ``_selected(root)`` (relative paths + bytes), as ``folder_hash`` makes one."""
-    digest = hashlib.sha256()
-    for rel in _selected(root):
-        digest.update(rel.as_posix().encode() + b"\0")
-        digest.update(bytes.fromhex(file_hash(root / rel)))
-    return digest.hexdigest()[:32]
+    return files_hash(root, _selected(root))
 
 
 def mirror_recordings(source: Path, target: Path) -> bool:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from foley_core.config import PROJECT_ROOT, CaptionedCsvSource, Profile
 from foley_core.data.sources import Discovery, discover_all
-from foley_core.data.versioning import DvcError, dvc_file_for, dvc_subtree_version, folder_hash, read_dvc_hash, track
+from foley_core.data.versioning import DvcError, dvc_file_for, dvc_subtree_version, read_dvc_hash, track
+from foley_core.hashing import folder_hash
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,12 @@ stable when files are added, and the same in every process that splits the same 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 import pandas as pd
+
+from foley_core.hashing import stable_seed
 
 MANIFEST = "MANIFEST.csv"  # optional, at a source's root: columns file (relative path) and recording
 _TRAILING_INDEX = re.compile(r"(?:[-_. ]\d+)+$")
@@ -45,7 +46,7 @@ def recordings_from_manifest(root: Path) -> dict[str, str]:
 
 
 def _rank(label: str, recording: str) -> int:
-    return int(hashlib.sha256(f"{label}|{recording}".encode()).hexdigest()[:12], 16)
+    return stable_seed(label, recording, bits=48)
 
 
 def split_by_recording(manifest: pd.DataFrame, val_fraction: float, root: Path | None = None) -> pd.DataFrame:

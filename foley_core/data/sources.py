@@ -28,6 +28,7 @@ import pandas as pd
 
 from foley_core.audio import is_audio_file
 from foley_core.config import CaptionedCsvSource, FolderSource, Profile, SyntheticSource, plain_name_problem
+from foley_core.data.synth import write_synthetic_corpus
 
 UNLABELLED = "_unlabelled"  # captioned clips without a class: pre-training only
 CAPTIONS_FILE = "captions.csv"
@@ -162,8 +163,6 @@ def _read_caption_map(csv_path: Path) -> dict[str, str]:
 
 def materialise_synthetic(source: SyntheticSource, profile: Profile) -> Path:
     """Write the procedural corpus if it is not there yet (deterministic per seed)."""
-    from foley_core.data.synth import write_synthetic_corpus
-
     root = profile.resolve(source.path)
     counts = {name: source.clips_per_class for name in profile.class_names}
     counts.update({name: source.clips_per_extra_type for name in source.extra_types})

@@ -10,7 +10,6 @@ sampled variant. Only numpy, scipy.signal and soundfile are used.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 from scipy import signal
 
 from foley_core.audio import write_text_atomic, write_wav_atomic
+from foley_core.hashing import stable_seed
 
 DCASE_SOUND_TYPES: tuple[str, ...] = (
     "DogBark",
@@ -56,8 +56,7 @@ class SynthClip:
 
 def clip_seed(base_seed: int, sound_type: str, index: int) -> int:
     """A 64-bit seed that is stable across processes and platforms (``hash()`` is salted)."""
-    digest = hashlib.sha256(f"{int(base_seed)}|{sound_type}|{int(index)}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
+    return stable_seed(int(base_seed), sound_type, int(index), bits=64, byteorder="little")
 
 
 # --------------------------------------------------------------------------- shared helpers

@@ -7,7 +7,6 @@ drive it through its CLI instead of importing it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from foley_core.config import PROJECT_ROOT
+from foley_core.hashing import json_hash
 
 
 class DvcError(RuntimeError):
@@ -68,25 +68,6 @@ def track(data_dir: Path, *, push: bool = True, remote: str | None = None) -> st
     return version
 
 
-def file_hash(path: Path) -> str:
-    """sha256 of a file, read in blocks (checkpoints can be GBs)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def folder_hash(folder: Path, pattern: str = "*") -> str:
-    """Content hash of the files matching ``pattern`` below a folder (relative paths + bytes);
-    hidden files are skipped. Data versions of sources outside DVC and of model folders."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob(pattern) if p.is_file() and not p.name.startswith(".")):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        digest.update(bytes.fromhex(file_hash(path)))
-    return digest.hexdigest()[:32]
-
-
 def dvc_subtree_version(data_dir: Path, roots: list[Path]) -> str | None:
     """A version of the part of a DVC-tracked folder that lies under ``roots``: the hash of the
     (path, md5) entries DVC recorded for those files, read from the ``.dir`` manifest that
@@ -109,4 +90,4 @@ def dvc_subtree_version(data_dir: Path, roots: list[Path]) -> str | None:
             return None  # a source outside the tracked folder: DVC does not version it
     chosen = sorted((e["relpath"], e["md5"]) for e in entries
                     if any(p in ("", ".") or e["relpath"] == p or e["relpath"].startswith(p + "/") for p in prefixes))
-    return "dvc-" + hashlib.sha256(json.dumps(chosen).encode()).hexdigest()[:24]
+    return "dvc-" + json_hash(chosen, sort_keys=False)[:24]

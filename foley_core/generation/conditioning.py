@@ -20,21 +20,29 @@ Every conditioner returns float32 tensors on its own device (``to(device)`` move
 
 from __future__ import annotations
 
-import hashlib
 import json
+import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
+from transformers import AutoTokenizer, ClapTextModelWithProjection
 
-from foley_core.fsutil import write_text_atomic
+from foley_core.clap import load_clap
 from foley_core.clap.encoder import ClapEncoder, validate_texts
+from foley_core.clap.towers import check_vocabulary
+from foley_core.fsutil import staged_dir, write_text_atomic
+from foley_core.hashing import new_digest
+from foley_core.layout import layout
+from foley_core.ldm.importing import convert_bin_to_safetensors
 
 Unconditional = Literal["zero", "empty_prompt"]
 CONDITIONER_CONFIG = "conditioner.json"
 TEXT_ENCODER, TOKENIZER = "text_encoder", "tokenizer"
+TEXT_ENCODER_BIN, TEXT_ENCODER_WEIGHTS = "pytorch_model.bin", "model.safetensors"
+CONVERTED = "converted.json"  # in a converted text encoder's folder: the .bin it was made from
 
 
 class Conditioner(ABC):
@@ -43,6 +51,9 @@ class Conditioner(ABC):
     kind: str
     dim: int
     unconditional_mode: Unconditional
+    # Texts per text-encoder batch in ``encode`` (``finetune.text_batch_size``, set by ``load_conditioner``):
+    # bounds the memory of embedding thousands of texts. The CLAP conditioner batches by its CLAP's own size.
+    text_batch_size: int = 64
 
     @property
     @abstractmethod
@@ -102,17 +113,18 @@ class ClapConditioner(Conditioner):
 class AudioLdmTextConditioner(Conditioner):
     """An AudioLDM folder's CLAP text encoder + RoBERTa tokenizer, as ``AudioLDMPipeline._encode_prompt``.
 
-    Prompts are padded to ``tokenizer.model_max_length`` (truncated beyond it); the negative
-    prompt ``""`` is padded to the *embedding* width, as diffusers does (its ``max_length`` is
-    ``prompt_embeds.shape[1]``): padding is masked, so only rounding could differ, and copying
-    it keeps the two bit-comparable."""
+    Prompts are truncated at ``tokenizer.model_max_length`` and embedded ``text_batch_size`` at a
+    time, each batch padded to its longest text rather than to ``model_max_length`` as diffusers
+    pads (RoBERTa's 512 tokens x thousands of texts is tens of GB): the encoder masks padding
+    (``attention_mask``) and pools the first token, so the padding length changes an embedding
+    only in its last bits (the order of the sums changes; on the tiny test encoders not even
+    that). The negative prompt ``""`` is padded to the *embedding* width, as diffusers does (its
+    ``max_length`` is ``prompt_embeds.shape[1]``): copying it keeps the two bit-comparable."""
 
     kind = "audioldm_text"
     unconditional_mode: Unconditional = "empty_prompt"
 
     def __init__(self, text_encoder, tokenizer, version: str = ""):
-        from foley_core.clap.towers import check_vocabulary
-
         check_vocabulary(tokenizer, "AudioLDM tokenizer")  # offline transformers may hand back an empty one
         vocab = int(text_encoder.config.vocab_size)
         if len(tokenizer) > vocab:
@@ -133,8 +145,8 @@ class AudioLdmTextConditioner(Conditioner):
         return self.text_encoder.device
 
     @torch.no_grad()
-    def _embed(self, texts: list[str], max_length: int) -> torch.Tensor:
-        tokens = self.tokenizer(texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+    def _embed(self, texts: list[str], max_length: int, padding: str = "max_length") -> torch.Tensor:
+        tokens = self.tokenizer(texts, padding=padding, max_length=max_length, truncation=True, return_tensors="pt")
         out = self.text_encoder(tokens.input_ids.to(self.device), attention_mask=tokens.attention_mask.to(self.device))
         return F.normalize(out.text_embeds, dim=-1).float()
 
@@ -142,7 +154,9 @@ class AudioLdmTextConditioner(Conditioner):
         texts = validate_texts(texts)
         if not texts:
             return torch.zeros(0, self.dim, device=self.device)
-        return self._embed(texts, self.tokenizer.model_max_length)
+        size, longest = self.text_batch_size, self.tokenizer.model_max_length
+        return torch.cat([self._embed(texts[start : start + size], longest, padding="longest")
+                          for start in range(0, len(texts), size)])
 
     def unconditional(self) -> torch.Tensor:
         if self._empty is None or self._empty.device != self.device:
@@ -160,10 +174,14 @@ class AudioLdmTextConditioner(Conditioner):
         write_text_atomic(folder / CONDITIONER_CONFIG, json.dumps(self.describe(), indent=2, sort_keys=True))
 
     @classmethod
-    def from_pretrained(cls, source: str | Path) -> "AudioLdmTextConditioner":
+    def from_pretrained(cls, source: str | Path, converted_dir: Path | None = None) -> "AudioLdmTextConditioner":
         """From a folder holding ``text_encoder/`` + ``tokenizer/`` (an AudioLDM folder, or a saved
-        pipeline's ``conditioner/``), or a hub repo id when online. Never unpickles."""
-        from transformers import AutoTokenizer, ClapTextModelWithProjection
+        pipeline's ``conditioner/``), or a hub repo id when online. Never unpickles: a ``text_encoder/``
+        holding only ``pytorch_model.bin`` is converted to safetensors first (``convert_text_encoder``)
+        into ``converted_dir``, once (None: a temporary folder, converted at every load)."""
+        def load(folder) -> "ClapTextModelWithProjection":
+            return ClapTextModelWithProjection.from_pretrained(str(folder), subfolder=TEXT_ENCODER,
+                                                               use_safetensors=True, local_files_only=local)
 
         local = Path(source).exists()
         if local:
@@ -171,8 +189,14 @@ class AudioLdmTextConditioner(Conditioner):
             if missing:
                 raise FileNotFoundError(f"{source} has no {' or '.join(f'{m}/' for m in missing)}: an AudioLDM folder "
                                         "(cvssp/audioldm-s-full-v2 layout) holds the text encoder it was trained with")
-        text_encoder = ClapTextModelWithProjection.from_pretrained(str(source), subfolder=TEXT_ENCODER,
-                                                                   use_safetensors=True, local_files_only=local)
+        if local and needs_conversion(Path(source)):
+            if converted_dir is None:
+                with tempfile.TemporaryDirectory() as scratch:
+                    text_encoder = load(convert_text_encoder(Path(source), Path(scratch) / "converted"))
+            else:
+                text_encoder = load(convert_text_encoder(Path(source), Path(converted_dir)))
+        else:
+            text_encoder = load(source)
         if local:
             tokenizer = AutoTokenizer.from_pretrained(str(Path(source) / TOKENIZER), local_files_only=True)
         else:
@@ -181,8 +205,34 @@ class AudioLdmTextConditioner(Conditioner):
         return cls(text_encoder, tokenizer, version)
 
 
+def needs_conversion(folder: Path) -> bool:
+    """The folder's ``text_encoder/`` holds only ``pytorch_model.bin`` (released AudioLDM folders may)."""
+    encoder = Path(folder) / TEXT_ENCODER
+    return not (encoder / TEXT_ENCODER_WEIGHTS).is_file() and (encoder / TEXT_ENCODER_BIN).is_file()
+
+
+def convert_text_encoder(source: Path, out_dir: Path) -> Path:
+    """``source/text_encoder/pytorch_model.bin`` as ``out_dir/text_encoder/model.safetensors`` (+ its
+    config.json), converted as the import converts the VAE, UNet and vocoder: ``torch.load(weights_only=True)``
+    through ``convert_bin_to_safetensors``, which refuses a file holding anything but tensors. Converted
+    once: ``out_dir`` records the .bin it was made from (path, size, mtime) and is reused while that holds.
+    The source folder is never modified. Returns ``out_dir``."""
+    binary = Path(source) / TEXT_ENCODER / TEXT_ENCODER_BIN
+    stat = binary.stat()
+    made_from = {"source": str(binary.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    record = Path(out_dir) / CONVERTED
+    if record.is_file() and json.loads(record.read_text()) == made_from:
+        return Path(out_dir)
+    with staged_dir(out_dir) as staging:  # a kill leaves no folder or a whole one
+        (staging / TEXT_ENCODER).mkdir()
+        (staging / TEXT_ENCODER / "config.json").write_bytes((binary.parent / "config.json").read_bytes())
+        convert_bin_to_safetensors(binary, staging / TEXT_ENCODER / TEXT_ENCODER_WEIGHTS)
+        write_text_atomic(staging / CONVERTED, json.dumps(made_from, sort_keys=True))
+    return Path(out_dir)
+
+
 def _module_version(module: torch.nn.Module) -> str:
-    digest = hashlib.sha256(json.dumps(module.config.to_dict(), sort_keys=True, default=str).encode())
+    digest = new_digest(json.dumps(module.config.to_dict(), sort_keys=True, default=str))
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode() + tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
@@ -190,7 +240,7 @@ def _module_version(module: torch.nn.Module) -> str:
 
 def _folder_version(folder: Path) -> str:
     """Content hash of the text encoder's and tokenizer's files."""
-    digest = hashlib.sha256()
+    digest = new_digest()
     for sub in (TEXT_ENCODER, TOKENIZER):
         for path in sorted(p for p in (folder / sub).rglob("*") if p.is_file()):
             digest.update(f"{sub}/{path.relative_to(folder / sub).as_posix()}".encode() + b"\0" + path.read_bytes())
@@ -212,10 +262,10 @@ def load_conditioner(profile, clap: ClapEncoder | None = None) -> Conditioner:
     Fine-tuning the adapter must embed its texts with this too (``conditioner.encode``)."""
     source = pretrained_audioldm_source(profile)
     if source is not None:
-        return AudioLdmTextConditioner.from_pretrained(source)
+        conditioner = AudioLdmTextConditioner.from_pretrained(source, layout(profile).converted_text_encoder(source))
+        conditioner.text_batch_size = profile.finetune.text_batch_size
+        return conditioner
     if clap is None:
-        from foley_core.clap import load_clap
-
         clap = load_clap(profile)
     return ClapConditioner(clap, "zero")
 

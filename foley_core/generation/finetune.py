@@ -12,7 +12,6 @@ pre-trained model used with raw text embeddings.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Callable
@@ -27,14 +26,15 @@ from diffusers import DDPMScheduler
 from foley_core.audio import write_text_atomic
 from foley_core.code_version import source_version
 from foley_core.config import Profile
+from foley_core.env import retrain_requested
 from foley_core.fsutil import staged_dir
 from foley_core.generation.adapter import EmbeddingAdapter
+from foley_core.hashing import json_hash
 from foley_core.ldm.components import LdmComponents
 from foley_core.ldm.data import InMemoryDataModule, LatentConditions, compute_log_mels, load_waveforms
 from foley_core.ldm.mel import pad_frames
 from foley_core.ldm.models import unet_downsampling, unet_input, vae_downsampling
 from foley_core.ldm.modules import UnetModule
-from foley_core.env import retrain_requested
 from foley_core.ldm.training import _encode_posteriors, fit, fresh_if_retraining, tensor_digest
 
 TextEmbedder = Callable[[list[str]], np.ndarray]
@@ -133,9 +133,8 @@ def finetune_adapter(profile: Profile, manifest: pd.DataFrame, embed_text: TextE
         raise ValueError("fine-tuning needs target-class clips in both the train and val splits")
     train_unet = profile.finetune.train == "adapter+unet"
     # The training code is part of the key: a checkpoint of older code is not resumed as if new.
-    key = hashlib.sha256(json.dumps([profile.finetune.model_dump(), profile.seed, train_adapter, base_version, clap_version,
-                                     sorted(train["content_hash"]), source_version(finetune_adapter)],
-                                    sort_keys=True).encode()).hexdigest()[:12]
+    key = json_hash([profile.finetune.model_dump(), profile.seed, train_adapter, base_version, clap_version,
+                     sorted(train["content_hash"]), source_version(finetune_adapter)])[:12]
     finished = (out_dir / METRICS).is_file() and json.loads((out_dir / METRICS).read_text()).get("fingerprint") == key
     if finished and not retrain_requested():
         return json.loads((out_dir / METRICS).read_text())

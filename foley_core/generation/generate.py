@@ -9,7 +9,6 @@ its own target clip's CLAP audio embedding and relaxes the floor by 0.05 after e
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -18,15 +17,16 @@ import numpy as np
 from foley_core.config import Profile
 from foley_core.generation.pipeline import FoleyPipeline
 from foley_core.generation.selection import SlotSelection, SlotSelector
+from foley_core.hashing import stable_seed
 from foley_core.progress import ProgressReporter
 
 MULTI_TARGET_START_FLOOR = 0.5  # official code starts high and relaxes by 0.05 every 3 failures
 MAX_BATCH_ROWS = 32  # candidates per UNet batch: bounds memory, keeps batching's speed-up
 
 
-def clip_seed(base_seed: int, class_name: str, slot: int) -> int:
-    digest = hashlib.sha256(f"{base_seed}|{class_name}|{slot}".encode()).digest()
-    return int.from_bytes(digest[:4], "big")
+def slot_seed(base_seed: int, class_name: str, slot: int) -> int:
+    """The seed of one output slot of a class (its candidates' seeds derive from it)."""
+    return stable_seed(base_seed, class_name, slot, bits=32)
 
 
 @dataclass
@@ -63,7 +63,7 @@ def generate_class(pipeline: FoleyPipeline, profile: Profile, class_name: str, n
     multi_target = targets is not None and cfg.clap_floor is None
     floor = MULTI_TARGET_START_FLOOR if multi_target else cfg.clap_floor
     selectors = [SlotSelector(floor, profile.generation.clap_ceiling, 3 if multi_target else 0) for _ in range(n_clips)]
-    seeds = [clip_seed(profile.seed, class_name, slot) for slot in range(n_clips)]
+    seeds = [slot_seed(profile.seed, class_name, slot) for slot in range(n_clips)]
     kept: dict[tuple[int, int], np.ndarray] = {}  # (slot, attempt) -> candidates, only what selection may need
     first = np.zeros((n_clips, profile.audio.clip_samples), dtype=np.float32)
     chunk = max(1, MAX_BATCH_ROWS // cfg.candidates)

@@ -28,7 +28,6 @@ profile's ``generation.device`` / ``generation.precision`` are applied by ``plac
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -37,18 +36,28 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
+from diffusers import UNet2DConditionModel
+from transformers import SpeechT5HifiGanConfig
 
 from foley_core.audio import write_text_atomic
+from foley_core.clap import load_clap
 from foley_core.clap.encoder import ClapEncoder, TrainedClapEncoder
+from foley_core.config import AudioConfig
 from foley_core.generation.adapter import EmbeddingAdapter
-from foley_core.layout import layout
-from foley_core.registry import PIPELINE_CONFIG
 from foley_core.generation.conditioning import (
-    AudioLdmTextConditioner, ClapConditioner, Conditioner, Unconditional, is_audioldm_folder, load_conditioner,
+    AudioLdmTextConditioner,
+    ClapConditioner,
+    Conditioner,
+    Unconditional,
+    is_audioldm_folder,
+    load_conditioner,
     pretrained_audioldm_source,
 )  # fmt: skip
+from foley_core.hashing import stable_seed
+from foley_core.layout import layout
 from foley_core.ldm.components import LdmComponents
 from foley_core.ldm.sampling import Convention, SamplerName, generate_waveforms, make_sampler
+from foley_core.registry import PIPELINE_CONFIG
 
 CONDITIONER_DIR = "conditioner"  # in a saved pipeline with an AudioLDM text encoder
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -61,8 +70,7 @@ __all__ = ["FoleyPipeline", "GenerationOutput", "ScoringUnavailable", "Unconditi
 
 def candidate_seed(seed: int, attempt: int, candidate: int) -> int:
     """A stable 63-bit seed per (clip seed, regeneration attempt, candidate)."""
-    digest = hashlib.sha256(f"{seed}|{attempt}|{candidate}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+    return stable_seed(seed, attempt, candidate, bits=63)
 
 
 def generator_seed(seed: int, attempt: int, candidate: int, convention: Convention = "foley") -> int:
@@ -113,10 +121,12 @@ class FoleyPipeline:
     def __init__(self, clap: ClapEncoder | None, adapter: EmbeddingAdapter, ldm: LdmComponents, *,
                  sampler: SamplerName = "ddim", steps: int = 25, clap_source: ClapSource = "trained",
                  unconditional: Unconditional = "zero", conditioner: Conditioner | None = None,
-                 convention: Convention = "foley", clap_loader: Callable[[], ClapEncoder] | None = None):
+                 convention: Convention = "foley", clap_loader: Callable[[], ClapEncoder] | None = None,
+                 eta: float = 0.0):
         """``conditioner`` None: the CLAP's own text tower, guiding against ``unconditional`` (a zero
         vector, or the CLAP embedding of ""). ``clap`` None: no scoring until ``clap_loader`` (if
-        given) supplies a CLAP, which happens only when scoring is needed."""
+        given) supplies a CLAP, which happens only when scoring is needed. ``eta``: DDIM's
+        (``generation.eta``), passed to the scheduler's step as diffusers' pipelines pass theirs."""
         if conditioner is None:
             if clap is None:
                 raise ValueError("a pipeline without a conditioner conditions through its CLAP: give one of them")
@@ -130,6 +140,7 @@ class FoleyPipeline:
             raise ValueError(f"convention must be 'foley' or 'diffusers', got {convention!r}")
         self.clap, self.adapter, self.ldm, self.conditioner = clap, adapter.eval(), ldm, conditioner
         self.sampler, self.steps, self.clap_source, self.convention = sampler, steps, clap_source, convention
+        self.eta = float(eta)
         self._clap_loader = clap_loader
         self.device, self.precision = torch.device("cpu"), "fp32"
 
@@ -198,7 +209,7 @@ class FoleyPipeline:
         waves = generate_waveforms(
             self.ldm, rows, self.unconditional_embedding(), guidance_scale=torch.from_numpy(np.repeat(scales, n_candidates)),
             generators=generators, steps=steps or self.steps, sampler=sampler or self.sampler, seconds=seconds,
-            convention=self.convention,
+            convention=self.convention, eta=self.eta,
         )
         candidates = waves.numpy().reshape(len(prompts), n_candidates, -1)
         if clap is None:
@@ -218,7 +229,7 @@ class FoleyPipeline:
 
     def describe(self) -> dict:
         """What ``pipeline.json`` records about how the pipeline conditions, samples and scores."""
-        return {"sampler": self.sampler, "steps": self.steps, "clap_source": self.clap_source,
+        return {"sampler": self.sampler, "steps": self.steps, "eta": self.eta, "clap_source": self.clap_source,
                 "unconditional": self.unconditional, "clap_version": self.clap.version if self.clap else None,
                 "conditioner": self.conditioner.describe(), "convention": self.convention}
 
@@ -263,12 +274,8 @@ class FoleyPipeline:
         elif conditioner_kind == "clap":  # a LAION CLAP that conditions: needed now
             if profile is None:
                 raise ValueError("a pipeline with a LAION CLAP needs the profile that names the checkpoint")
-            from foley_core.clap import load_clap
-
             clap = load_clap(profile)
         if clap is None and profile is not None:  # a CLAP that only scores: loaded when scoring is needed
-            from foley_core.clap import load_clap
-
             loader = lambda: load_clap(profile)  # noqa: E731
         conditioner = None
         if conditioner_kind == "audioldm_text":
@@ -276,7 +283,8 @@ class FoleyPipeline:
         return cls(clap, EmbeddingAdapter.load(folder / "adapter"), LdmComponents.load(folder / "ldm"),
                    sampler=config["sampler"], steps=config["steps"], clap_source=config["clap_source"],
                    unconditional=config.get("unconditional", "zero"), conditioner=conditioner,
-                   convention=config.get("convention", "foley"), clap_loader=loader)
+                   convention=config.get("convention", "foley"), clap_loader=loader,
+                   eta=config.get("eta", 0.0))  # saved before eta was recorded: DDIM's deterministic 0
 
     @classmethod
     def from_audioldm(cls, source: str | Path, profile=None, *, steps: int | None = None,
@@ -286,11 +294,9 @@ class FoleyPipeline:
         (``native``) and diffusers' conventions, so one candidate reproduces ``AudioLDMPipeline``.
 
         The audio front end follows the folder's vocoder (rate, hop, mel bins); the profile, if given,
-        supplies the clip length, the default steps and, only when scoring is needed, its CLAP."""
-        from transformers import SpeechT5HifiGanConfig
-
-        from foley_core.config import AudioConfig
-
+        supplies the clip length, the default steps, DDIM's eta (``generation.eta``; without a profile
+        AudioLDMPipeline's default 0), the folder for a ``.bin`` text encoder's one-time conversion
+        and, only when scoring is needed, its CLAP."""
         vocoder = SpeechT5HifiGanConfig.from_pretrained(str(source), subfolder="vocoder")
         rate, hop = int(vocoder.sampling_rate), int(np.prod(vocoder.upsample_rates))
         audio = AudioConfig(  # AudioLDM's STFT: 1024 / hop / n_mels, 0..8 kHz
@@ -300,11 +306,10 @@ class FoleyPipeline:
             output_sample_rate=profile.audio.output_sample_rate if profile is not None else 22050,
         )  # fmt: skip
         ldm = LdmComponents.from_audioldm(source, audio=audio)
-        conditioner = AudioLdmTextConditioner.from_pretrained(source)
+        converted = layout(profile).converted_text_encoder(source) if profile is not None else None
+        conditioner = AudioLdmTextConditioner.from_pretrained(source, converted)
         loader = None
         if clap is None and profile is not None:
-            from foley_core.clap import load_clap
-
             loader = lambda: load_clap(profile)  # noqa: E731
         if clap is not None:
             clap_source: ClapSource = "trained" if isinstance(clap, TrainedClapEncoder) else "laion"
@@ -312,7 +317,8 @@ class FoleyPipeline:
             clap_source = profile.clap.source if profile is not None else "none"
         steps = steps or (profile.generation.steps if profile is not None else 10)  # 10: AudioLDMPipeline's default
         return cls(clap, EmbeddingAdapter(conditioner.dim), ldm, sampler="native", steps=steps, clap_source=clap_source,
-                   conditioner=conditioner, convention="diffusers", clap_loader=loader)
+                   conditioner=conditioner, convention="diffusers", clap_loader=loader,
+                   eta=profile.generation.eta if profile is not None else 0.0)
 
     def to(self, device, precision: Precision | None = None) -> "FoleyPipeline":
         """Every model to ``device``; ``precision`` (fp32 | bf16 | fp16) sets the UNet's dtype for sampling.
@@ -349,9 +355,6 @@ def assemble_pipeline(profile, variant: str = "adapter", model: str | None = Non
     own text encoder, guides against its embedding of "" and samples in diffusers' convention.
     ``model`` names one of ``ldm.models`` (a model per class): that LDM, its own text encoder and
     its own adapter; the profile's CLAP still scores."""
-    from diffusers import UNet2DConditionModel
-
-    from foley_core.clap import load_clap
     where = layout(profile)
     finetune_dir = where.finetune(variant, model)
     ldm = LdmComponents.load(where.ldm_for(model))
@@ -363,5 +366,5 @@ def assemble_pipeline(profile, variant: str = "adapter", model: str | None = Non
     convention: Convention = "diffusers" if pretrained_audioldm_source(model_profile) is not None else "foley"
     pipeline = FoleyPipeline(clap, EmbeddingAdapter.load(finetune_dir), ldm, sampler=profile.generation.scheduler,
                              steps=profile.generation.steps, clap_source=profile.clap.source, conditioner=conditioner,
-                             convention=convention)  # fmt: skip
+                             convention=convention, eta=profile.generation.eta)  # fmt: skip
     return place(pipeline, profile.generation)

@@ -4,32 +4,35 @@ multi-target mode included."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from foley_core.clap import EmbeddingCache
+from foley_core.clap.cache import cached_model_version
 from foley_core.config import Profile
+from foley_core.data.ingest import load_manifest
 from foley_core.generation.generate import ClassGeneration, generate_class
-from foley_core.generation.pipeline import FoleyPipeline
+from foley_core.generation.pipeline import FoleyPipeline, place
+from foley_core.layout import layout
+from foley_core.registry import CLASS_MODELS, PIPELINE_CONFIG
 
 log = logging.getLogger(__name__)
 
 
 def class_targets(pipeline: FoleyPipeline, profile: Profile, label: str, n_clips: int) -> np.ndarray | None:
     """Multi-target mode (a class with no fixed CLAP floor, as MovingMotorVehicle in the winning
-    system): slot i is scored against the CLAP audio embedding of real clip i mod n. The
-    embeddings come from the profile's embedding cache; None for classes with a floor, or (with
-    a warning) when no clip of the class is cached under the pipeline's CLAP, in which case the
-    slots are scored against the prompt as every other class is."""
+    system): slot i is scored against the CLAP audio embedding of real training clip i mod n.
+    Only the training split: the evaluation measures the class's FAD against its held-out (val)
+    clips, and clips selected to sit near those would be scored partly against their own targets.
+    The embeddings come from the profile's embedding cache; None for classes with a floor, or (with
+    a warning) when no training clip of the class is cached under the pipeline's CLAP, in which case
+    the slots are scored against the prompt as every other class is."""
     if profile.class_config(label).clap_floor is not None:
         return None
-    from foley_core.clap import EmbeddingCache
-    from foley_core.clap.cache import cached_model_version
-    from foley_core.data.ingest import load_manifest
-    from foley_core.layout import layout
-
     where = layout(profile)
     clap = pipeline.scoring_clap()  # ScoringUnavailable when there is no CLAP: multi-target needs one
     if cached_model_version(where.embeddings(label)) != clap.version:  # never reset another CLAP's cache
@@ -38,12 +41,13 @@ def class_targets(pipeline: FoleyPipeline, profile: Profile, label: str, n_clips
         return None
     try:
         rows = load_manifest(where.dataset, [label])
+        rows = rows[rows["split"] == "train"]  # never the held-out clips the evaluation compares with
         cached = EmbeddingCache(where.embeddings(label), clap.version).audio(rows["content_hash"])
     except (FileNotFoundError, KeyError) as exc:
         log.warning(f"{label}: no cached CLAP audio embeddings of its clips ({exc}); scoring against the prompt")
         return None
     if not len(cached):
-        log.warning(f"{label}: no clips in the dataset; scoring against the prompt")
+        log.warning(f"{label}: no training clips in the dataset; scoring against the prompt")
         return None
     return cached[np.arange(n_clips) % len(cached)]
 
@@ -61,9 +65,6 @@ def pipeline_for_class(default: FoleyPipeline, folder: Path | None, profile: Pro
     that model's pipeline saved in the promoted ``folder`` (``models/<name>/``). The routing the
     folder records (``class_models`` in its pipeline.json) wins: a fine-tuned version sends the
     classes it was not fine-tuned on to its base. Otherwise the profile's ``ldm.models`` decide."""
-    from foley_core.generation.pipeline import place
-    from foley_core.registry import CLASS_MODELS
-
     if folder is None:
         return default
     model = _recorded_routes(Path(folder)).get(label, profile.model_of(label))
@@ -82,10 +83,6 @@ def pipeline_for_class(default: FoleyPipeline, folder: Path | None, profile: Pro
 def _recorded_routes(folder: Path) -> dict[str, str | None]:
     """``{class: model}`` as the promoted folder records it; a fine-tuned version lists every class
     (None = the folder's own model), so the profile's routing no longer applies to it."""
-    import json
-
-    from foley_core.registry import PIPELINE_CONFIG
-
     path = folder / PIPELINE_CONFIG
     config = json.loads(path.read_text()) if path.is_file() else {}
     routes = config.get("class_models") or {}

@@ -13,8 +13,8 @@ Loading never unpickles: every ``from_pretrained`` runs with ``use_safetensors=T
 
 from __future__ import annotations
 
-import math
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -29,7 +29,6 @@ the version hashes the ``.bin`` as it was found. So the rest of the pipeline kee
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -44,8 +43,8 @@ from safetensors.torch import save_file
 
 from foley_core.code_version import source_version
 from foley_core.config import Profile
-from foley_core.data.versioning import file_hash
 from foley_core.fsutil import staged_dir, write_text_atomic
+from foley_core.hashing import file_hash, json_hash
 from foley_core.ldm.components import LDM_CONFIG, describe_ldm, ldm_code_version
 from foley_core.ldm.mel import MelNormalisation
 
@@ -280,7 +279,7 @@ def _fingerprint(profile: Profile, source: Path, files: list[Path]) -> str:
     parts = [IMPORT_FORMAT, str(source), [_stat_key(f) for f in files], profile.audio.model_dump(mode="json"),
              profile.ldm.vocoder.kind, profile.ldm.vocoder.griffinlim_iters,
              source_version(import_audioldm)]  # fmt: skip
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_hash(parts, default=str)[:16]
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -325,10 +324,9 @@ def import_audioldm(profile: Profile, out_dir: Path) -> dict:
             counts[name] = sum(math.prod(shape) for k, shape in _shapes(target).items() if k not in buffers)
         (staging / SCHEDULER_CONFIG[0]).mkdir()
         _copy(config_files["scheduler"], staging.joinpath(*SCHEDULER_CONFIG))
-        content = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+        content = json_hash(hashes)
         # the config files are among the hashed files: a changed config is a new version too
-        version = hashlib.sha256(json.dumps([IMPORT_FORMAT, content, profile.audio.model_dump(mode="json")],
-                                            sort_keys=True).encode()).hexdigest()[:16]  # fmt: skip
+        version = json_hash([IMPORT_FORMAT, content, profile.audio.model_dump(mode="json")])[:16]
         imported_from = {"path": str(source), "content_hash": content[:32], "files": hashes,
                          "converted_from_bin": converted, "configs": configs}  # fmt: skip
         vocoder = "hifigan" if "vocoder" in weights else "griffinlim"

@@ -53,7 +53,6 @@ the LAION checkpoints need): a file holding any other object is refused before a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import pickle
@@ -62,12 +61,27 @@ import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
+import diffusers
 import numpy as np
 import torch
+import yaml
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+from safetensors.numpy import load_file
 from safetensors.torch import save_file
+from transformers import (
+    ClapTextConfig,
+    ClapTextModelWithProjection,
+    RobertaTokenizer,
+    SpeechT5HifiGan,
+    SpeechT5HifiGanConfig,
+)
 
-from foley_core.data.versioning import file_hash
+from foley_core.clap.laion import _numpy_scalars_allowed
+from foley_core.clap.towers import check_vocabulary
 from foley_core.fsutil import staged_dir, write_text_atomic
+from foley_core.hashing import file_hash, sha256_hex
+from foley_core.layout import layout
 
 FORMAT = "foley-original-audioldm/1"  # part of the cache key: a changed conversion converts again
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
@@ -133,8 +147,6 @@ def find_original_checkpoint(path: Path) -> OriginalCheckpoint | None:
 def prepare_model(path: Path, profile):
     """``(model folder, profile to load it with)`` for ``foley generate --model PATH``: an original-format
     checkpoint is converted (once) and its own CLAP scores; any other path is returned as it is."""
-    from foley_core.layout import layout
-
     found = find_original_checkpoint(path)
     if found is None:
         return path, profile
@@ -172,8 +184,6 @@ def stored_targets(folder: Path, class_name: str) -> np.ndarray | None:
         return None
     if json.loads(manifest.read_text()).get("clap_audio_tower") is None:
         return None
-    from safetensors.numpy import load_file
-
     return load_file(str(folder / TARGETS))["embeddings"]
 
 
@@ -187,7 +197,7 @@ def convert_original_checkpoint(checkpoint: Path, config: Path, out_root: Path, 
     for manifest in sorted(out_root.glob(f"*/{MANIFEST}")) if out_root.is_dir() else []:
         if json.loads(manifest.read_text()).get("stamp") == stamp:
             return manifest.parent
-    content = hashlib.sha256(f"{FORMAT}|{file_hash(checkpoint)}|{file_hash(config)}".encode()).hexdigest()
+    content = sha256_hex(f"{FORMAT}|{file_hash(checkpoint)}|{file_hash(config)}")
     final = out_root / content[:16]
     if not (final / MANIFEST).is_file():
         try:
@@ -217,8 +227,6 @@ def _first_line(exc: BaseException) -> str:
 
 def read_state(checkpoint: Path) -> dict[str, torch.Tensor]:
     """The tensors of the checkpoint's ``state_dict`` (weights_only; memory-mapped when the file allows)."""
-    from foley_core.clap.laion import _numpy_scalars_allowed  # the allow-list the LAION checkpoints need too
-
     try:
         with _numpy_scalars_allowed():
             loaded = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(checkpoint))
@@ -237,8 +245,6 @@ def read_state(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 def read_config(config: Path) -> dict:
     """``model.params`` of the original YAML."""
-    import yaml
-
     try:
         params = (yaml.safe_load(config.read_text()) or {})["model"]["params"]
         for section in ("unet_config", "first_stage_config"):
@@ -328,8 +334,6 @@ def scheduler_config(params: dict) -> dict:
 
 def text_config(clap: dict):
     """``ClapTextConfig`` of the checkpoint's laion text branch, read off its tensors."""
-    from transformers import ClapTextConfig
-
     words = clap["text_branch.embeddings.word_embeddings.weight"]
     layers = {int(k.split(".")[3]) for k in clap if k.startswith("text_branch.encoder.layer.")}
     return ClapTextConfig(
@@ -345,8 +349,6 @@ def text_config(clap: dict):
 
 # ---------------------------------------------------------------- weights
 def _unet_weights(state: dict, config: dict) -> dict:
-    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
-
     weights = convert_ldm_unet_checkpoint(state, config)  # the non-EMA model.diffusion_model.* (see the notes)
     if config["class_embed_type"] == "simple_projection":  # AudioLDM's FiLM projection of the CLAP vector
         for param in ("weight", "bias"):
@@ -356,8 +358,6 @@ def _unet_weights(state: dict, config: dict) -> dict:
 
 
 def _vae_weights(state: dict, config: dict) -> dict:
-    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-
     # the renaming only maps the encoder, decoder and quant convs: the vocoder and any loss nets under
     # first_stage_model. are left out
     return convert_ldm_vae_checkpoint(state, config)
@@ -417,10 +417,6 @@ def _load(model: torch.nn.Module, weights: dict, what: str, checkpoint: Path, co
 
 
 def _tokenizer(dirs: list[Path], text, checkpoint: Path):
-    from transformers import RobertaTokenizer
-
-    from foley_core.clap.towers import check_vocabulary
-
     folder = next((d for d in dirs if (d / "vocab.json").is_file() and (d / "merges.txt").is_file()), None)
     if folder is None:
         raise OriginalCheckpointError(f"{checkpoint}: its CLAP text encoder needs a RoBERTa tokenizer and none was found "
@@ -437,10 +433,6 @@ def _tokenizer(dirs: list[Path], text, checkpoint: Path):
 
 def _convert(checkpoint: Path, config: Path, out: Path, tokenizer_dirs: list[Path]) -> dict:
     """Write the diffusers AudioLDM folder of the checkpoint into ``out``; returns what ``conversion.json`` records."""
-    import diffusers
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import ClapTextModelWithProjection, SpeechT5HifiGan, SpeechT5HifiGanConfig
-
     params = read_config(config)
     state = read_state(checkpoint)
     _require_parts(state, checkpoint)

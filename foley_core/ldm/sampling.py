@@ -2,9 +2,10 @@
 classifier-free guidance) -> log-mel (VAE) -> waveform (vocoder, or Griffin-Lim). Inference only.
 
 Reproducibility: each row's initial noise comes from its own ``torch.Generator`` (drawn on the CPU
-in float32, then moved to the UNet's device), and the samplers run deterministically (DDIM with
-eta=0, DPM-Solver++ multistep), so a row's output depends only on its generator, its condition and
-its guidance scale, not on the batch it is in.
+in float32, then moved to the UNet's device), and so does any noise a step draws (DDIM with
+``eta`` > 0, ``generation.eta``; a stochastic native scheduler): diffusers draws it row by row from
+a list of generators. DDIM at eta=0 and DPM-Solver++ multistep draw nothing. So a row's output
+depends only on its generator, its condition and its guidance scale, not on the batch it is in.
 
 Two conventions (``Convention``) decide the length and the guidance rule:
 
@@ -29,6 +30,7 @@ import inspect
 import math
 from typing import Literal, Sequence
 
+import diffusers
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
@@ -50,8 +52,6 @@ def make_sampler(scheduler_config: dict, name: SamplerName) -> SchedulerMixin:
     if name == "dpmsolver++":
         return DPMSolverMultistepScheduler.from_config(scheduler_config, algorithm_type="dpmsolver++", solver_order=2)
     if name == "native":
-        import diffusers
-
         class_name = scheduler_config.get("_class_name", "DDIMScheduler")
         scheduler_class = getattr(diffusers, str(class_name), None)
         if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, SchedulerMixin)):
@@ -113,13 +113,14 @@ def _initial_noise(shape: tuple[int, ...], generators: Sequence[torch.Generator]
     return torch.stack([torch.randn(shape, generator=g) for g in generators])
 
 
-def _step_kwargs(scheduler: SchedulerMixin, generators) -> dict:
-    """What diffusers' pipelines pass to ``scheduler.step``: eta=0 for DDIM, the generator(s) to
-    stochastic schedulers (DDIM at eta=0, DPM-Solver++ and PNDM draw nothing)."""
+def _step_kwargs(scheduler: SchedulerMixin, generators, eta: float = 0.0) -> dict:
+    """What diffusers' pipelines pass to ``scheduler.step`` (``prepare_extra_step_kwargs``): ``eta`` to a
+    scheduler whose step takes one (DDIM), the generator(s) to stochastic schedulers (DDIM at eta=0,
+    DPM-Solver++ and PNDM draw nothing)."""
     accepted = inspect.signature(scheduler.step).parameters
     kwargs = {}
     if "eta" in accepted:
-        kwargs["eta"] = 0.0
+        kwargs["eta"] = float(eta)
     if "generator" in accepted and generators is not None:
         kwargs["generator"] = generators if isinstance(generators, torch.Generator) or len(generators) != 1 else generators[0]
     return kwargs
@@ -137,12 +138,14 @@ def sample_latents(
     sampler: SamplerName = "ddim",
     frames: int | None = None,
     convention: Convention = "foley",
+    eta: float = 0.0,
 ) -> torch.Tensor:
     """Scaled latents ``(n, C, H, W)`` in float32. ``conditions`` is ``(n, d)``; ``unconditional`` is ``(d,)``.
 
     Guidance per row: ``eps = eps_uncond + g * (eps_cond - eps_uncond)``; rows that are not guided
     (``g == 1``; in the diffusers convention ``g <= 1``) use the conditional prediction only, and the
-    unconditional pass is skipped if no row needs it."""
+    unconditional pass is skipped if no row needs it. ``eta``: DDIM's (``generation.eta``; 0 = deterministic),
+    passed to any scheduler whose step takes one."""
     conditions = torch.as_tensor(conditions, dtype=torch.float32)
     if conditions.ndim != 2 or conditions.shape[1] != components.condition_dim:
         raise ValueError(f"conditions must be (n, {components.condition_dim}), got {tuple(conditions.shape)}")
@@ -164,7 +167,7 @@ def sample_latents(
         unconditional = torch.as_tensor(unconditional, dtype=torch.float32).to(device).expand_as(conditions)
         labels = torch.cat([unconditional, conditions])
     labels = labels.to(dtype)
-    extra = _step_kwargs(scheduler, generators)
+    extra = _step_kwargs(scheduler, generators, eta)
     for t in scheduler.timesteps:
         model_in = scheduler.scale_model_input(latents, t)
         model_in = torch.cat([model_in, model_in]) if guided else model_in
@@ -224,6 +227,7 @@ def generate_waveforms(
     sampler: SamplerName = "ddim",
     seconds: float | None = None,
     convention: Convention = "foley",
+    eta: float = 0.0,
 ) -> torch.Tensor:
     """Conditioning vectors ``(n, d)`` -> waveforms ``(n, samples)`` at ``audio.sample_rate`` (16 kHz) on the CPU.
 
@@ -231,7 +235,7 @@ def generate_waveforms(
     frames, samples = sampling_plan(components, seconds, convention)
     latents = sample_latents(components, conditions, unconditional, guidance_scale=guidance_scale,
                              generators=generators, steps=steps, sampler=sampler, frames=frames,
-                             convention=convention)  # fmt: skip
+                             convention=convention, eta=eta)  # fmt: skip
     if convention == "diffusers":  # AudioLDMPipeline: the whole decoded mel to the vocoder, then cut
         return mel_to_waveform(components, decode_latents(components, latents, 0, convention))[:, :samples]
     waves = mel_to_waveform(components, decode_latents(components, latents, frames))

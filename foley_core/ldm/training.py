@@ -9,7 +9,6 @@ weights as an uninterrupted run: see ``foley_core.resume``) and a changed config
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -28,19 +27,33 @@ from transformers import SpeechT5HifiGan
 
 from foley_core.audio import write_text_atomic
 from foley_core.code_version import source_version
+from foley_core.config import Profile
 from foley_core.env import retrain_requested
 from foley_core.fsutil import staged_dir
-from foley_core.config import Profile
+from foley_core.hashing import json_hash, new_digest, sha256_hex
 from foley_core.ldm.components import LdmComponents, ldm_code_version
 from foley_core.ldm.data import (
-    Conditioning, InMemoryDataModule, LatentConditions, MelCrops, VocoderSegments,
-    compute_log_mels, conditioning_matrix, load_waveforms, split_rows,
+    Conditioning,
+    InMemoryDataModule,
+    LatentConditions,
+    MelCrops,
+    VocoderSegments,
+    compute_log_mels,
+    conditioning_matrix,
+    load_waveforms,
+    split_rows,
 )  # fmt: skip
 from foley_core.ldm.evaluation import reconstruction_report
 from foley_core.ldm.importing import import_audioldm, imports_pretrained_as_is
 from foley_core.ldm.mel import MelFrontEnd, MelNormalisation, pad_frames
 from foley_core.ldm.models import (
-    build_train_scheduler, build_unet, build_vae, build_vocoder, parameter_count, unet_downsampling, vae_downsampling,
+    build_train_scheduler,
+    build_unet,
+    build_vae,
+    build_vocoder,
+    parameter_count,
+    unet_downsampling,
+    vae_downsampling,
 )  # fmt: skip
 from foley_core.ldm.modules import UnetModule, VaeModule, VocoderModule
 from foley_core.progress import TerminalProgress
@@ -147,7 +160,7 @@ def fresh_if_retraining(work_dir: Path) -> Path:
 
 
 def _fingerprint(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return json_hash(parts, default=str)[:12]
 
 
 def _finished(out_dir: Path, fingerprint: str) -> dict | None:
@@ -227,7 +240,7 @@ _last_posteriors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 def tensor_digest(*tensors: torch.Tensor, extra: str = "") -> str:
     """A content hash of tensors (shapes and values) and ``extra``: the key of the one-entry memos that
     let consecutive stages reuse an expensive result instead of computing it again."""
-    digest = hashlib.sha256(extra.encode())
+    digest = new_digest(extra)
     for tensor in tensors:
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
@@ -296,7 +309,7 @@ def train_unet(profile: Profile, manifest: pd.DataFrame, conditioning: Condition
     conditions = conditioning_matrix(conditioning, hashes)
     vae, norm = load_vae(vae_dir)
     key = _fingerprint("unet", cfg.model_dump(), profile.audio.model_dump(), profile.seed, sorted(hashes),
-                       hashlib.sha256(conditions.numpy().tobytes()).hexdigest(), _file_digest(Path(vae_dir)),
+                       sha256_hex(conditions.numpy().tobytes()), _file_digest(Path(vae_dir)),
                        source_version(train_unet))  # fmt: skip
     if (done := _finished(out_dir, key)) is not None:
         return done
@@ -332,7 +345,7 @@ def _encode_posteriors(vae: AutoencoderKL, images: torch.Tensor, scale: float, b
 
 
 def _file_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
+    digest = new_digest()
     for path in sorted(folder.glob("*.safetensors")):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

@@ -15,6 +15,7 @@ from foley_core.metrics.embedders import (
 )
 from foley_core.metrics.evaluate import OFFICIAL, class_files, discover_classes, evaluate_dirs
 from foley_core.metrics.official import OFFICIAL_FOLDER_NAMES, official_folder_name, official_stats
+from foley_core.metrics.vggish import VGGishEmbedder
 
 __all__ = [
     "EMBEDDER_NAMES",
@@ -43,7 +44,5 @@ __all__ = [
 def __getattr__(name: str):
     # VGGishEmbedder pulls in torch; keep `import foley_core.metrics` light.
     if name == "VGGishEmbedder":
-        from foley_core.metrics.vggish import VGGishEmbedder
-
         return VGGishEmbedder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import torch
 
 from foley_core.audio import pad_to, read_audio, resample, to_mono
+from foley_core.metrics.vggish import VGGishEmbedder
 from foley_core.plots import log_mel
 
 EMBEDDER_NAMES = ("logmel", "vggish", "clap")
@@ -136,8 +138,6 @@ class ClapAudioEmbedder:
         self.name = name
 
     def embed(self, waveforms: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
-        import torch
-
         clips = [pad_to(resample(_mono(w), sample_rate, self.sample_rate), self.clip_samples) for w in waveforms]
         outputs = []
         with torch.inference_mode():
@@ -178,8 +178,6 @@ def make_embedder(
     if name == "logmel":
         return LogMelStatsEmbedder()
     if name == "vggish":
-        from foley_core.metrics.vggish import VGGishEmbedder
-
         return VGGishEmbedder(vggish_weights, pca_params=vggish_pca)
     if name == "clap":
         if clap_encoder is None:

@@ -29,7 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
+from safetensors.torch import load_file
+from scipy.io import wavfile
 from torch import nn
 
 from foley_core.audio import pcm16, resample
@@ -125,16 +128,12 @@ def read_wav_like_official(path: Path) -> tuple[np.ndarray, int]:
     int16 range, as if they had been 16-bit wavs. Multi-channel audio is averaged to mono
     (the official tool would fail on it).
     """
-    from scipy.io import wavfile
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", wavfile.WavFileWarning)  # unknown chunks (LIST, ...)
             rate, data = wavfile.read(str(path))
         data = np.asarray(data, dtype=np.float64)
     except (ValueError, OSError, EOFError):
-        import soundfile as sf
-
         data, rate = sf.read(str(path), dtype="float64", always_2d=True)
         data = data * 32768.0
     if data.ndim == 2:
@@ -195,8 +194,6 @@ class VGGish(nn.Module):
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):

@@ -8,9 +8,9 @@ metadata; the returned ``Artifact`` records which input versions it was made fro
 
 from __future__ import annotations
 
-from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue
-
 from contextlib import contextmanager
+
+from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue
 
 from foley_core.config import Profile
 from foley_core.fsutil import exclusive_lock, held_by_this_process, who_holds

@@ -28,12 +28,14 @@ from dagster import (
 
 from foley_core import registry, stages
 from foley_core.config import Profile
+from foley_core.data.own import recordings_source
 from foley_core.data.sources import partition_keys
 from foley_core.evaluation import read_json
+from foley_core.export import validate_dcase
 from foley_core.layout import layout
 from foley_core.records import Artifact
+from foley_core.transfer import RESULT
 from orchestration.assets import artifacts_lock, run_stage, stage_output
-from orchestration.automation import RETRAIN
 from orchestration.resources import FoleyProfile
 from orchestration.versions import code_version
 
@@ -60,7 +62,7 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
     def ins(*names: str) -> dict[str, AssetIn]:
         return {name: AssetIn(key(name)) for name in names}
 
-    common = {"key_prefix": [prefix], "automation_condition": RETRAIN}
+    common = {"key_prefix": [prefix]}
 
     def snapshot_output(context: AssetExecutionContext, foley: FoleyProfile, snapshot):
         """A data snapshot stage (``snapshot(profile) -> (StageResult, warnings)``) under the artifacts lock."""
@@ -160,8 +162,6 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
     @asset_check(asset=evaluation_metrics, blocking=True,
                  description="DCASE export valid for every class (rate, channels, bit depth, length, count).")
     def dcase_export_valid(foley: FoleyProfile) -> AssetCheckResult:
-        from foley_core.export import validate_dcase
-
         prof = foley.load()
         problems = validate_dcase(layout(prof).dcase, classes=prof.class_names,
                                   clips_per_class=prof.generation.clips_per_class)
@@ -218,9 +218,6 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
         @asset_check(asset=finetuned_model, blocking=False,
                      description="The fine-tuned model beat the base on the held-out recordings (mean FAD and KAD).")
         def transfer_gate(foley: FoleyProfile) -> AssetCheckResult:
-            from foley_core.data.own import recordings_source
-            from foley_core.transfer import RESULT
-
             prof = foley.load()
             path = layout(prof).transfer(recordings_source(prof).name) / RESULT
             if not path.is_file():
