@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import soundfile as sf
 
 from foley_core.audio import AudioDecodeError, is_audio_file, read_audio, resample, to_mono, write_wav_atomic
 from foley_core.config import DCASE_CLASS_IDS
+from foley_core.fsutil import staged_dir, write_text_atomic
 
 DCASE_RATE = 22050
 DCASE_SECONDS = 4.0
@@ -114,42 +113,22 @@ def check_export_target(out_dir: Path) -> None:
 
 
 def _staged(out_dir: Path, write: Callable[[Path], dict[str, list[str]]]) -> None:
-    """Run ``write(folder)`` on a new folder beside ``out_dir``, then swap it in for ``out_dir``.
+    """Run ``write(folder)`` on a new folder beside ``out_dir``, then swap it in for ``out_dir``
+    (``fsutil.staged_dir``, without its lock file: nothing is left beside the user's folder).
 
-    ``write`` returns {class: [file names]}; the marker records them. The new folder is on the
-    same filesystem, so the swap is two renames and the old export is removed only after the
-    new one is in place: a kill while writing leaves the old export whole (plus a hidden
-    ``.NAME.staging-*`` folder beside it). Only a SIGKILL between the two renames (microseconds)
-    leaves ``out_dir`` absent, with both complete exports beside it in hidden folders; never
-    old and new clips mixed.
+    ``write`` returns {class: [file names]}; the marker records them. The old export is removed
+    only after the new one is in place: a kill while writing leaves the old export whole (plus a
+    hidden ``.NAME.staging-*`` folder beside it, removed by the next export). Only a SIGKILL
+    between the two renames (microseconds) leaves ``out_dir`` absent, with the old export beside
+    it in a hidden folder that the next export puts back first; never old and new clips mixed.
     """
     check_export_target(out_dir)
     target = Path(out_dir).resolve()  # a symlinked OUT keeps its link: we replace what it points at
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # mkdtemp gives a unique, owner-only shell; the export inside it gets the usual permissions.
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
-    old = None
-    try:
-        new = staging / "export"
-        new.mkdir()
+    with staged_dir(target, lock=False) as new:
         names = write(new)
         files = sorted(f"{label}/{name}" for label, listed in names.items() for name in listed)
-        (new / EXPORT_MARKER).write_text(json.dumps({"written_by": "foley export_dcase", "files": files}, indent=1))
+        write_text_atomic(new / EXPORT_MARKER, json.dumps({"written_by": "foley export_dcase", "files": files}, indent=1))
         check_export_target(out_dir)  # again: the user may have put files there while we generated
-        if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-            os.rename(target, old / "export")
-        os.rename(new, target)
-    except BaseException:
-        if old is not None and not target.exists():  # interrupted between the renames: put the old one back
-            os.rename(old / "export", target)
-        shutil.rmtree(staging, ignore_errors=True)
-        if old is not None:
-            old.rmdir()  # empty by now; rmdir (not rmtree) can never remove an export
-        raise
-    staging.rmdir()
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_dcase(

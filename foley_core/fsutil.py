@@ -26,7 +26,7 @@ import socket
 import sys
 import tempfile
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
@@ -126,22 +126,27 @@ def exclusive_lock(path: Path | str, timeout: float | None = None) -> Iterator[P
 
 
 @contextmanager
-def staged_dir(final: Path | str, *, replace: bool = True) -> Iterator[Path]:
+def staged_dir(final: Path | str, *, replace: bool = True, lock: bool = True) -> Iterator[Path]:
     """Yield an empty hidden folder beside ``final``; when the block ends cleanly it becomes ``final``.
 
-    An existing ``final`` is kept until the new folder is in place, then deleted (``replace=False``
-    raises FileExistsError instead). If the block raises, the staging folder is deleted and
-    ``final`` is untouched. Stale staging folders of dead writers beside ``final`` are removed.
+    The one stage-and-swap of the project. An existing ``final`` is kept until the new folder is
+    in place, then deleted (``replace=False`` raises FileExistsError instead). If the block
+    raises, the staging folder is deleted and ``final`` is untouched. Stale staging folders of
+    dead writers beside ``final`` are removed, and a folder a kill left set aside between the
+    swap's two renames is put back. ``lock``: one swap at a time in the parent, through a
+    ``.staging.lock`` file there; off for a folder the user chose (a DCASE export), where nothing
+    may be left beside it and one writer at a time is the user's.
     """
     final = Path(final).absolute()
     final.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(final.parent / SWAP_LOCK):
+    guard = (lambda: exclusive_lock(final.parent / SWAP_LOCK)) if lock else nullcontext
+    with guard():
         clean_stale(final.parent)
     staging = final.with_name(f".{final.name}.staging-{os.getpid()}-{secrets.token_hex(4)}")
     staging.mkdir()  # not mkdtemp: its 0700 mode would stick to the final folder
     try:
         yield staging
-        with exclusive_lock(final.parent / SWAP_LOCK):  # one swap at a time in this parent
+        with guard():
             _swap_in(staging, final, replace)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful swap

@@ -18,9 +18,7 @@ previous version if the kill came between the swap's two renames.
 
 from __future__ import annotations
 
-import secrets
 import shutil
-import tempfile
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -44,7 +42,7 @@ from foley_core.audio import (
 )
 from foley_core.config import CaptionedCsvSource, Profile, plain_name_problem
 from foley_core.data.sources import Rejected, SourceFile, source_root
-from foley_core.fsutil import exclusive_lock
+from foley_core.fsutil import exclusive_lock, staged_dir
 from foley_core.hashing import file_hash, new_digest
 
 MANIFEST = "manifest.csv"
@@ -195,12 +193,8 @@ def ingest_class(label: str, files: Iterable[SourceFile], rejected: Iterable[Rej
     with _class_lock(out_dir, label):
         _recover_interrupted(out_dir, label)
         check_replaceable(final)  # again: the recovery may have restored a folder
-        staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{label}.staging-"))
-        try:
+        with staged_dir(final) as staging:
             clips = _build(label, files, quarantined, staging, profile)
-            _swap_in(staging, final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return IngestResult(clips=clips, quarantined=quarantined, found=found)
 
 
@@ -247,17 +241,6 @@ def _write_tables(folder: Path, clips: list[Clip], quarantined: list[Rejected]) 
     rows = [{"path": q.path, "class": q.label, "reason": q.reason, "detail": q.detail} for q in quarantined]
     quarantine = pd.DataFrame(rows, columns=QUARANTINE_COLUMNS).sort_values(["reason", "path"])
     write_text_atomic(folder / QUARANTINE, quarantine.to_csv(index=False))
-
-
-def _swap_in(staging: Path, final: Path) -> None:
-    """Replace ``final`` by ``staging`` with two renames. The previous version is set aside under
-    a unique name (never a fixed one that another run could be using); a kill between the two
-    renames leaves it for the next run's ``_recover_interrupted`` to put back."""
-    old = final.with_name(f".{final.name}.old-{secrets.token_hex(6)}")
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager
