@@ -132,3 +132,16 @@ def content_hash(audio: np.ndarray) -> str:
 def write_wav_atomic(path: Path, audio: np.ndarray, rate: int) -> None:
     with atomic_file(path, ".wav.tmp") as tmp:
         sf.write(tmp, pcm16(audio), rate, subtype="PCM_16", format="WAV")
+
+
+def log_mel_db(audio: np.ndarray, sample_rate: int, n_mels: int = 64, hop_length: int = 160, n_fft: int = 1024) -> np.ndarray:
+    """Power log-mel in dB (librosa, 80 dB range): what the spectrogram pictures show and the log-mel
+    statistics embedder measures. The other two log-mel front ends differ on purpose: the LDM's
+    (``ldm.mel.MelFrontEnd``: torch, natural log, part of the model) and VGGish's
+    (``metrics.vggish.log_mel``: the published recipe its weights were trained on)."""
+    import librosa
+
+    mel = librosa.feature.melspectrogram(
+        y=audio.astype(np.float32), sr=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, power=2.0
+    )
+    return librosa.power_to_db(mel, ref=1.0, top_db=80.0)

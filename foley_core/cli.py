@@ -144,7 +144,7 @@ def finetune(source: Path | None, profile: str, train_what: str | None) -> None:
 
     import pandas as pd
 
-    from foley_core.transfer import GateRefused, finetune_on_recordings, summary_rows
+    from foley_core.transfer import RESULT, GateRefused, finetune_on_recordings, summary_rows
 
     prof = _load(profile)
     source = source or (prof.resolve(Path(prof.transfer.source)) if prof.transfer.source else None)
@@ -155,7 +155,7 @@ def finetune(source: Path | None, profile: str, train_what: str | None) -> None:
         record = finetune_on_recordings(prof, source, train_what)
     except GateRefused as exc:
         refused = exc
-        record = json.loads((layout(prof).transfer(source.resolve().name) / "transfer.json").read_text())
+        record = json.loads((layout(prof).transfer(source.resolve().name) / RESULT).read_text())
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc)) from None
     for item in record.get("quarantined", []):

@@ -18,7 +18,11 @@
       .foley-run.lock             held by the one `foley run` using this folder
     outputs/<run-id>/             a run's report, metrics and clips; ``outputs/latest``
 
-Paths are built here and nowhere else, so the Dagster layer and the CLI cannot disagree.
+Every folder is named here and nowhere else, so the Dagster layer and the CLI cannot disagree.
+Inside a folder, the one module that writes it names its files: ``registry`` (``pipelines/``:
+``latest``, ``base``, ``pipeline.json``, ``files.json``, ...), ``generation.store``
+(``selection.json``), ``transfer`` (``transfer.json``), ``data.ingest`` (``manifest.csv``), and
+everyone else imports those names rather than spelling them again.
 """
 
 from __future__ import annotations

@@ -6,14 +6,7 @@ import io
 
 import numpy as np
 
-
-def log_mel(audio: np.ndarray, sample_rate: int, n_mels: int = 64, hop_length: int = 160, n_fft: int = 1024) -> np.ndarray:
-    import librosa
-
-    mel = librosa.feature.melspectrogram(
-        y=audio.astype(np.float32), sr=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, power=2.0
-    )
-    return librosa.power_to_db(mel, ref=1.0, top_db=80.0)
+from foley_core.audio import log_mel_db
 
 
 def spectrogram_png(clips: list[np.ndarray], sample_rate: int, title: str, hop_length: int = 160) -> bytes:
@@ -25,7 +18,7 @@ def spectrogram_png(clips: list[np.ndarray], sample_rate: int, title: str, hop_l
 
     fig, axes = plt.subplots(1, max(1, len(clips)), figsize=(3.2 * max(1, len(clips)), 2.6), squeeze=False)
     for ax, clip in zip(axes[0], clips):
-        ax.imshow(log_mel(clip, sample_rate, hop_length=hop_length), origin="lower", aspect="auto", cmap="magma")
+        ax.imshow(log_mel_db(clip, sample_rate, hop_length=hop_length), origin="lower", aspect="auto", cmap="magma")
         ax.set_xlabel(f"frames (hop {hop_length})")
         ax.set_yticks([])
     axes[0][0].set_ylabel("mel")

@@ -13,7 +13,7 @@ import pandas as pd
 
 from foley_core.config import Profile
 from foley_core.fsutil import replace_symlink, staged_dir, write_text_atomic
-from foley_core.generation.store import load_clips
+from foley_core.generation.store import SELECTION, load_clips
 from foley_core.layout import layout
 from foley_core.plots import spectrogram_png
 from foley_core.records import lineage_rows
@@ -42,7 +42,7 @@ def _write_run_folder(folder: Path, run_id: str, run_label: str, profile: Profil
     for label in profile.class_names:
         clips = sorted((folder / "dcase" / label).glob("*.wav"))
         audio, rate = load_clips(where.generation("adapter", label) / "selected")
-        selection = json.loads((where.generation("adapter", label) / "selection.json").read_text())
+        selection = json.loads((where.generation("adapter", label) / SELECTION).read_text())
         captions = [f"{p.name} · CLAP {slot['score']:.2f}" for p, slot in zip(clips, selection["slots"])]
         sections.append(ClassSection(label, selection["prompt"], [(f"dcase/{label}/{p.name}", c) for p, c in zip(clips, captions)],
                                      spectrogram_png(list(audio[:4]), rate, label, profile.audio.hop_length)))

@@ -15,9 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from foley_core.audio import pad_to, read_audio, resample, to_mono
+from foley_core.audio import log_mel_db, pad_to, read_audio, resample, to_mono
 from foley_core.metrics.vggish import VGGishEmbedder
-from foley_core.plots import log_mel
 
 EMBEDDER_NAMES = ("logmel", "vggish", "clap")
 
@@ -110,7 +109,7 @@ class LogMelStatsEmbedder:
         wave = wave / max(peak, 0.1)
         # At least one window of audio (short events are padded with silence).
         wave = pad_to(wave, max(wave.shape[0], self.window_frames * self.hop_length))
-        mel = log_mel(wave, self.sample_rate, n_mels=self.n_mels, hop_length=self.hop_length).astype(np.float64)
+        mel = log_mel_db(wave, self.sample_rate, n_mels=self.n_mels, hop_length=self.hop_length).astype(np.float64)
         rows = []
         last_start = mel.shape[1] - self.window_frames
         for start in range(0, last_start + 1, self.hop_frames):
