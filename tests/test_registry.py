@@ -82,3 +82,40 @@ def test_a_damaged_or_missing_promoted_file_is_a_one_line_error_naming_it(tmp_pa
     message = str(error.value)
     assert str(weights) in message and "\n" not in message
     assert ("damaged" if damage == "truncate" else "missing") in message
+
+
+def test_a_foley_run_after_a_fine_tune_keeps_serving_it_and_says_so(smoke_run, tmp_path, monkeypatch):
+    """The whole path: the user's fine-tune is served, then `foley run` makes a new base model that
+    passes the gate: it becomes the accepted base, and the fine-tune keeps serving."""
+    import shutil
+
+    from conftest import smoke_overrides
+    from foley_core.config import _deep_merge, load_profile
+    from orchestration.runner import run_pipeline
+
+    shutil.copytree(smoke_run["root"] / "artifacts", tmp_path / "artifacts", symlinks=True)
+    overrides = smoke_overrides(smoke_run["root"])  # the shared run's data, read only
+    overrides["paths"] = {**overrides["paths"], "artifacts_dir": str(tmp_path / "artifacts"),
+                          "outputs_dir": str(tmp_path / "outputs")}
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    profile = load_profile("smoke", overrides)
+    root = registry.pipelines_dir(profile)
+    base = registry.latest_pipeline_dir(profile)
+
+    # the user's fine-tune (here: the base's weights under a fine-tune's record) is promoted and served
+    record = {"model_version": "ft-mine", "base_model_version": base.name, "classes": ["DogBark"], "source": "mine",
+              "gate": {"base": {"mean": {"fad": 2.0, "kad": 0.2}}, "finetuned": {"mean": {"fad": 1.0, "kad": 0.1}},
+                       "problems": []}}
+    tuned = registry.promote_finetuned(profile, base, json.loads((base / registry.PIPELINE_CONFIG).read_text()),
+                                       base, record)
+    accepted = json.loads((root / registry.ACCEPTED).read_text())
+    accepted["mean"] = {"fad": 1e9, "kad": 1e9}  # whatever the retrained model scores, it passes the gate
+    (root / registry.ACCEPTED).write_text(json.dumps(accepted))
+
+    lines: list[str] = []
+    run_pipeline("smoke", _deep_merge(overrides, {"finetune": {"steps": 6}}), echo=lines.append)  # a new base model
+    new_base = json.loads((profile.artifact_dir("evaluation", "metrics.json")).read_text())["model_version"]
+    assert new_base != base.name
+    assert registry.base_pipeline_dir(profile).name == new_base == registry.accepted_metrics(profile)["model_version"]
+    assert registry.latest_pipeline_dir(profile) == tuned.resolve()  # not silently replaced
+    assert any("accepted as the new base" in line and "ft-mine" in line for line in lines), lines
