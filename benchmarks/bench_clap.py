@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from foley_core.clap import TrainedClapEncoder, load_clap
-from foley_core.config import load_profile
+from foley_core.core.config import load_profile
 
 
 def rate(fn, items: int, repeats: int = 3) -> float:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from foley_core.audio import read_audio
-from foley_core.config import load_profile
+from foley_core.core.audio import read_audio
+from foley_core.core.config import load_profile
 from foley_core.data.ingest import load_manifest
 from foley_core.evaluation import class_consistency, consistent_classes
 from foley_core.ldm.components import LdmComponents

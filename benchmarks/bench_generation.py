@@ -19,7 +19,7 @@ import warnings
 import torch
 
 import foley_core  # noqa: F401
-from foley_core.config import UnetConfig, VaeConfig, load_profile
+from foley_core.core.config import UnetConfig, VaeConfig, load_profile
 from foley_core.ldm.components import LdmComponents
 from foley_core.ldm.models import build_train_scheduler, build_unet, build_vae, build_vocoder
 from foley_core.ldm.sampling import generate_waveforms
@@ -68,7 +68,6 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from diffusers import AudioLDMPipeline, DDIMScheduler
-
         from transformers import ClapTextConfig, ClapTextModelWithProjection
 
         # never called (prompt_embeds are given); the pipeline only reads its dtype

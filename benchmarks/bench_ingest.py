@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import foley_core  # noqa: F401
-from foley_core.audio import read_audio, resample, write_wav_atomic
-from foley_core.config import load_profile
+from foley_core.core.audio import read_audio, resample, write_wav_atomic
+from foley_core.core.config import load_profile
 from foley_core.data.ingest import ingest
 from foley_core.data.sources import discover_source, source_from_path
 from foley_core.data.synth import DCASE_SOUND_TYPES, synthesize_clip

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from foley_core.config import Profile, load_profile
+from foley_core.core.config import Profile, load_profile
 from foley_core.ldm.mel import MelFrontEnd
 from foley_core.ldm.models import build_train_scheduler, build_unet, build_vae, build_vocoder, parameter_count
 from foley_core.ldm.modules import UnetModule, VaeModule, VocoderModule

@@ -296,7 +296,12 @@ class HtsatScorer(torch.nn.Module):
 
     def __init__(self, sample_rate: int, size: str = "paper"):
         super().__init__()
-        from transformers import ClapAudioConfig, ClapAudioModelWithProjection, ClapTextConfig, ClapTextModelWithProjection
+        from transformers import (
+            ClapAudioConfig,
+            ClapAudioModelWithProjection,
+            ClapTextConfig,
+            ClapTextModelWithProjection,
+        )
         from transformers.audio_utils import mel_filter_bank
 
         self.sample_rate = sample_rate
@@ -483,7 +488,7 @@ class FoleyEngine:
 
     def __init__(self, parts: Components | None, scorer, model: Path | None = None):
         from foley_core.clap.encoder import ClapEncoder
-        from foley_core.config import AudioConfig
+        from foley_core.core.config import AudioConfig
         from foley_core.generation.adapter import EmbeddingAdapter
         from foley_core.generation.conditioning import AudioLdmTextConditioner
         from foley_core.generation.pipeline import FoleyPipeline
@@ -547,7 +552,7 @@ def foley_importable() -> str | None:
 def laion_scorer(checkpoint: Path, tokenizer: Path | None):
     """The real LAION-CLAP through foley_core (paper profile's loader, pointed at the given files)."""
     from foley_core.clap.laion import load_laion_clap
-    from foley_core.config import load_profile
+    from foley_core.core.config import load_profile
 
     overrides = {"clap": {"checkpoint": str(Path(checkpoint).resolve()),
                           "tokenizer_path": str(Path(tokenizer).resolve()) if tokenizer else None}}  # fmt: skip

@@ -63,13 +63,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args) -> dict:
-    from foley_core.config import load_profile
+    from foley_core.core.config import load_profile
+    from foley_core.core.layout import layout
     from foley_core.data.ingest import load_manifest
     from foley_core.evaluation import distance_row, make_profile_embedder, reference_description, reference_rows
     from foley_core.generation.pipeline import FoleyPipeline, resolve_device
-    from foley_core.registry import latest_pipeline_dir
     from foley_core.generation.submission import generate_selected, pipeline_for_class
-    from foley_core.layout import layout
+    from foley_core.registry import latest_pipeline_dir
 
     overrides = json.loads(args.override) if args.override else {}
     overrides.setdefault("generation", {})["max_regenerations"] = args.max_regenerations

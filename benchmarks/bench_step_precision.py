@@ -1,6 +1,6 @@
 """Training step time of each network of the cpu profile in fp32 and under bf16 autocast, on this CPU.
 
-What ``precision: auto`` decides from (foley_core/hardware.py): on a CPU without native bf16 the bf16
+What ``precision: auto`` decides from (foley_core/core/hardware.py): on a CPU without native bf16 the bf16
 column is many times the fp32 one; with native bf16 it is smaller. Random batches at the profile's
 real shapes; forward + backward + optimizer step (+ EMA for the UNet), the loss code of the modules.
 
@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ldm import build  # noqa: E402  (the same random batches at the profile's shapes)
 
-from foley_core.config import load_profile  # noqa: E402
-from foley_core.hardware import describe_cpu, this_cpu  # noqa: E402
+from foley_core.core.config import load_profile  # noqa: E402
+from foley_core.core.hardware import describe_cpu, this_cpu  # noqa: E402
 from foley_core.ldm.modules import UnetModule  # noqa: E402
 
 

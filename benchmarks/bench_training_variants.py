@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from foley_core.clap import load_clap
     from foley_core.clap.cache import cached_audio_embeddings
-    from foley_core.config import _deep_merge, load_profile
+    from foley_core.core.config import _deep_merge, load_profile
+    from foley_core.core.layout import layout
     from foley_core.data.ingest import load_manifest
-    from foley_core.layout import layout
     from foley_core.ldm.data import compute_log_mels, conditioning_matrix, load_waveforms, split_rows
     from foley_core.ldm.mel import MelFrontEnd, pad_frames
     from foley_core.ldm.models import unet_downsampling, vae_downsampling

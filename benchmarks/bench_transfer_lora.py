@@ -29,11 +29,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from foley_core.config import load_profile
+    from foley_core.core.config import load_profile
+    from foley_core.core.layout import layout
     from foley_core.data.ingest import load_manifest
     from foley_core.generation.pipeline import FoleyPipeline, place
     from foley_core.registry import latest_pipeline_dir
-    from foley_core.layout import layout
     from foley_core.transfer import finetune_generator
 
     profile = load_profile(args.profile, json.loads(args.override) if args.override else None)

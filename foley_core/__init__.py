@@ -1,6 +1,6 @@
 """foley_core: the ML library of the text-to-Foley pipeline (no Dagster inside)."""
 
-from foley_core.env import apply_offline_defaults
+from foley_core.core.env import apply_offline_defaults
 
 apply_offline_defaults()
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 import foley_core  # noqa: F401  (offline defaults)
-from foley_core.config import ConfigError, load_profile
-from foley_core.layout import layout
+from foley_core.core.config import ConfigError, load_profile
+from foley_core.core.layout import layout
 
 PROFILE_OPTION = click.option("--profile", "-p", default="cpu", show_default=True, help="configs/<name>.yaml or a path")
 
@@ -46,7 +46,7 @@ def data() -> None:
 @PROFILE_OPTION
 def data_synth(profile: str) -> None:
     """Write the profile's procedural (synthetic) sources, if absent."""
-    from foley_core.config import SyntheticSource
+    from foley_core.core.config import SyntheticSource
     from foley_core.data.sources import materialise_synthetic
 
     prof = _load(profile)
@@ -192,7 +192,7 @@ def evaluate(generated_dir: Path, reference_dir: str, embedder: str, vggish_weig
     """
     import json
 
-    from foley_core.audio import write_text_atomic
+    from foley_core.core.audio import write_text_atomic
     from foley_core.metrics import evaluate_dirs, make_embedder
 
     encoder = None
@@ -302,7 +302,7 @@ def generate(prompt: str, class_name: str | None, n_candidates: int | None, guid
     import numpy as np
     from pydantic import ValidationError
 
-    from foley_core.config import GenerationConfig
+    from foley_core.core.config import GenerationConfig
     from foley_core.export import write_dcase_clip
     from foley_core.generation.pipeline import ScoringUnavailable, resolve_device
 

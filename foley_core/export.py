@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from foley_core.audio import AudioDecodeError, is_audio_file, read_audio, resample, to_mono, write_wav_atomic
-from foley_core.config import DCASE_CLASS_IDS
-from foley_core.fsutil import staged_dir, write_text_atomic
+from foley_core.core.audio import AudioDecodeError, is_audio_file, read_audio, resample, to_mono, write_wav_atomic
+from foley_core.core.config import DCASE_CLASS_IDS
+from foley_core.core.fsutil import staged_dir, write_text_atomic
 
 DCASE_RATE = 22050
 DCASE_SECONDS = 4.0

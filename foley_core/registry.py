@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from foley_core.fsutil import exclusive_lock, replace_symlink, staged_dir, write_text_atomic
-from foley_core.hashing import file_hash
-from foley_core.layout import layout
+from foley_core.core.fsutil import exclusive_lock, replace_symlink, staged_dir, write_text_atomic
+from foley_core.core.hashing import file_hash
+from foley_core.core.layout import layout
 
 PIPELINE_CONFIG = "pipeline.json"  # in a saved pipeline: its components and settings
 METRICS = "metrics.json"  # in a promoted folder: the metrics it was accepted on

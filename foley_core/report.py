@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from foley_core.audio import write_text_atomic
+from foley_core.core.audio import write_text_atomic
 
 
 @dataclass

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from foley_core.config import Profile
-from foley_core.fsutil import replace_symlink, staged_dir, write_text_atomic
+from foley_core.core.config import Profile
+from foley_core.core.fsutil import replace_symlink, staged_dir, write_text_atomic
+from foley_core.core.layout import layout
+from foley_core.core.plots import spectrogram_png
+from foley_core.core.records import lineage_rows
 from foley_core.generation.store import SELECTION, load_clips
-from foley_core.layout import layout
-from foley_core.plots import spectrogram_png
-from foley_core.records import lineage_rows
 from foley_core.report import ClassSection, write_report
 
 

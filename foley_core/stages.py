@@ -1,6 +1,6 @@
 """The pipeline's stages as plain functions: one per Dagster asset, no Dagster inside.
 
-Each stage reads its inputs where ``foley_core.layout`` says they are, writes its outputs
+Each stage reads its inputs where ``foley_core.core.layout`` says they are, writes its outputs
 there, and returns a ``StageResult``: the content version of what it wrote (equal content,
 equal version), where it wrote it, and metadata for the UI (plain values; ``markdown`` holds
 tables and pictures). The Dagster layer (``orchestration/assets``) is one call per asset.
@@ -20,7 +20,11 @@ import soundfile as sf
 from foley_core import registry
 from foley_core.clap import EmbeddingCache, evaluate_clap, load_clap, load_paraphrases, train_clap
 from foley_core.clap.cache import cached_audio_embeddings, cached_text_embedder
-from foley_core.config import Profile
+from foley_core.core.config import Profile
+from foley_core.core.fsutil import staged_dir, write_text_atomic
+from foley_core.core.hashing import folder_hash, json_hash, sha256_hex
+from foley_core.core.layout import VARIANTS, layout
+from foley_core.core.plots import spectrogram_png
 from foley_core.data.ingest import QUARANTINE, ingest_class, load_manifest, manifest_version
 from foley_core.data.own import recordings_source, snapshot_recordings
 from foley_core.data.raw import snapshot_raw_data
@@ -28,17 +32,13 @@ from foley_core.data.recordings import recording_of, recordings_from_manifest
 from foley_core.data.sources import discover_all, discover_source, source_from_path
 from foley_core.evaluation import evaluate_generation, read_json
 from foley_core.export import clip_name, validate_dcase, write_dcase_clip
-from foley_core.fsutil import staged_dir, write_text_atomic
 from foley_core.generation.conditioning import load_conditioner, pretrained_audioldm_source
 from foley_core.generation.finetune import finetune_adapter
 from foley_core.generation.pipeline import assemble_pipeline, resolve_device
 from foley_core.generation.store import load_clips, save_class_generation
 from foley_core.generation.submission import generate_selected
-from foley_core.hashing import folder_hash, json_hash, sha256_hex
-from foley_core.layout import VARIANTS, layout
 from foley_core.ldm.importing import import_audioldm, imports_pretrained_as_is, recorded_version
 from foley_core.ldm.training import train_ldm
-from foley_core.plots import spectrogram_png
 from foley_core.run_outputs import write_run_outputs
 from foley_core.transfer import RESULT, GateRefused, finetune_on_recordings, summary_rows
 

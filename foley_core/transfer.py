@@ -54,22 +54,22 @@ from transformers import SpeechT5HifiGan
 
 from foley_core.clap.adapt import adapt_audio_tower, class_prompt_embeddings, zero_shot_accuracy
 from foley_core.clap.encoder import TrainedClapEncoder
-from foley_core.code_version import source_version
-from foley_core.config import Profile
+from foley_core.core.code_version import source_version
+from foley_core.core.config import Profile
+from foley_core.core.env import retrain_requested
+from foley_core.core.fsutil import staged_dir, write_text_atomic
+from foley_core.core.hashing import folder_hash, json_hash, sha256_hex
+from foley_core.core.layout import layout
 from foley_core.data.ingest import ingest, load_manifest
 from foley_core.data.own import snapshot_recordings
 from foley_core.data.recordings import split_by_recording
 from foley_core.data.sources import discover_source, source_from_path
-from foley_core.env import retrain_requested
 from foley_core.evaluation import class_consistency, consistent_classes, distance_row, make_profile_embedder
-from foley_core.fsutil import staged_dir, write_text_atomic
 from foley_core.generation.adapter import EmbeddingAdapter
 from foley_core.generation.finetune import _clip_texts, _latents
 from foley_core.generation.pipeline import FoleyPipeline, place
 from foley_core.generation.store import save_class_generation
 from foley_core.generation.submission import generate_selected, pipeline_for_class
-from foley_core.hashing import folder_hash, json_hash, sha256_hex
-from foley_core.layout import layout
 from foley_core.ldm.data import InMemoryDataModule, LatentConditions, VocoderSegments, compute_log_mels, load_waveforms
 from foley_core.ldm.mel import pad_frames
 from foley_core.ldm.models import unet_downsampling, vae_downsampling

@@ -35,13 +35,13 @@ from dagster import (
     sensor,
 )
 
-from foley_core.config import Profile
+from foley_core.core.config import Profile
+from foley_core.core.fsutil import who_holds
+from foley_core.core.hashing import json_hash
+from foley_core.core.layout import layout
+from foley_core.core.records import read_record
 from foley_core.data.own import recorded_recordings_version
 from foley_core.data.raw import recorded_data_version
-from foley_core.fsutil import who_holds
-from foley_core.hashing import json_hash
-from foley_core.layout import layout
-from foley_core.records import read_record
 from orchestration.freshness import current_inputs, stale_work
 
 FOLEY_RUN_TAG = "foley/pid"  # set on every run `foley run` executes in-process

@@ -13,7 +13,7 @@ import os
 from dagster import AssetSelection, Definitions, define_asset_job
 
 import foley_core  # noqa: F401  (applies offline defaults before anything else loads)
-from foley_core.config import load_profile
+from foley_core.core.config import load_profile
 from orchestration.assets.graph import asset_prefix, build_assets
 from orchestration.automation import SNAPSHOT_JOB, data_change_sensor, retrain_sensor, weekly_retraining
 from orchestration.resources import ArtifactIOManager, FoleyProfile

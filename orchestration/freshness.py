@@ -1,6 +1,6 @@
 """The one freshness rule, used by `foley run` and by the daemon's ``retrain_when_changed`` sensor.
 
-A stage (partition) is fresh when its stored record (``foley_core.records``) has the asset's
+A stage (partition) is fresh when its stored record (``foley_core.core.records``) has the asset's
 current code version and was made from the current versions of its inputs. A stage that
 re-ran and wrote the same content keeps its version, so the stages after it stay fresh: a data
 change in one class retrains what depends on it and stops wherever a stage comes out unchanged.
@@ -16,9 +16,9 @@ from typing import Callable, Iterator
 
 from dagster import AssetKey, AssetsDefinition
 
-from foley_core.config import Profile
-from foley_core.layout import layout
-from foley_core.records import Artifact, input_versions, read_record
+from foley_core.core.config import Profile
+from foley_core.core.layout import layout
+from foley_core.core.records import Artifact, input_versions, read_record
 
 # Snapshots of data outside the artifacts (data/, transfer.source): `foley run` always runs them,
 # they are the cheap check that the data did not change (the daemon has sensors for that)

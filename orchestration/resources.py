@@ -7,9 +7,9 @@ import json
 
 from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
 
-from foley_core.config import Profile, load_profile
-from foley_core.layout import layout
-from foley_core.records import Artifact, read_record, write_record
+from foley_core.core.config import Profile, load_profile
+from foley_core.core.layout import layout
+from foley_core.core.records import Artifact, read_record, write_record
 
 
 class FoleyProfile(ConfigurableResource):
@@ -29,7 +29,7 @@ class ArtifactIOManager(ConfigurableIOManager):
     """Stores each asset's ``Artifact`` as JSON in ``artifacts/<profile>/records/`` and loads it
     as the input of the assets downstream: one record, or ``{partition: record}`` when a stage
     over all classes reads a per-class stage. The record is small; the data stays where the
-    stage wrote it (``foley_core.layout``)."""
+    stage wrote it (``foley_core.core.layout``)."""
 
     name: str = "cpu"
     overrides_json: str = "{}"

@@ -31,13 +31,13 @@ from dagster import (
     materialize,
 )
 
-from foley_core.config import PROJECT_ROOT, Profile, load_profile
+from foley_core.core.config import PROJECT_ROOT, Profile, load_profile
+from foley_core.core.env import RETRAIN
+from foley_core.core.fsutil import LockHeld, describe_holder, exclusive_lock, process_alive
+from foley_core.core.layout import layout
+from foley_core.core.progress import attach_terminal, warnings_to_log
+from foley_core.core.records import read_record
 from foley_core.data.own import recordings_source
-from foley_core.env import RETRAIN
-from foley_core.fsutil import LockHeld, describe_holder, exclusive_lock, process_alive
-from foley_core.layout import layout
-from foley_core.progress import attach_terminal, warnings_to_log
-from foley_core.records import read_record
 from foley_core.registry import accepted_metrics, describe_served, served
 from foley_core.run_outputs import terminal_summary
 from foley_core.transfer import RESULT
@@ -96,7 +96,7 @@ def run_pipeline(profile_name: str, overrides: dict | None = None, echo: Callabl
 @contextmanager
 def _retraining(force: bool):
     """``--force`` means retrain: the library's training caches are bypassed for this run
-    (``foley_core.env.retrain_requested``), not merely the Dagster materialisations repeated."""
+    (``foley_core.core.env.retrain_requested``), not merely the Dagster materialisations repeated."""
     previous = os.environ.get(RETRAIN)
     if force:
         os.environ[RETRAIN] = "1"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from foley_core.config import load_profile
+from foley_core.core.config import load_profile
 
 
 def tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 1, amp: float = 0.5) -> np.ndarray:

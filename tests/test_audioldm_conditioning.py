@@ -13,17 +13,22 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
+from audioldm_fixtures import CONDITION_DIM, make_tiny_audioldm_folder
 from click.testing import CliRunner
 from diffusers import AudioLDMPipeline, EulerAncestralDiscreteScheduler
 
-from audioldm_fixtures import CONDITION_DIM, make_tiny_audioldm_folder
 from foley_core.cli import main
-from foley_core.config import GenerationConfig, load_profile
+from foley_core.core.config import GenerationConfig, load_profile
 from foley_core.export import write_dcase_clip
 from foley_core.generation.adapter import EmbeddingAdapter
 from foley_core.generation.conditioning import AudioLdmTextConditioner, ClapConditioner, load_conditioner
 from foley_core.generation.pipeline import (
-    FoleyPipeline, ScoringUnavailable, assemble_pipeline, generator_seed, place, resolve_device,
+    FoleyPipeline,
+    ScoringUnavailable,
+    assemble_pipeline,
+    generator_seed,
+    place,
+    resolve_device,
 )  # fmt: skip
 from foley_core.ldm.components import LdmComponents
 
@@ -293,7 +298,7 @@ def test_device_setting_is_validated_and_resolved():
     assert load_profile("paper").generation.device == "cuda" and load_profile("paper").generation.precision == "fp16"
     # cpu samples in bf16 where the CPU runs it natively (auto: faster at equal quality, docs/benchmarks.md),
     # else fp32; smoke stays fp32.
-    from foley_core.hardware import this_cpu
+    from foley_core.core.hardware import this_cpu
 
     for name, precision in (("cpu", "bf16" if this_cpu().native_bf16 else "fp32"), ("smoke", "fp32")):
         assert (load_profile(name).generation.device, load_profile(name).generation.precision) == ("cpu", precision)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 import foley_core.ldm.importing as importing
 import foley_core.ldm.training as training
-from foley_core.config import load_profile
+from foley_core.core.config import load_profile
 from foley_core.ldm import LdmComponents, MelNormalisation, train_ldm
 from foley_core.ldm.importing import AudioLdmFolderError, import_audioldm, imports_pretrained_as_is, recorded_version
 from foley_core.ldm.models import parameter_count

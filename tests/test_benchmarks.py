@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import smoke_overrides
 
 REPO = Path(__file__).resolve().parent.parent

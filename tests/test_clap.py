@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,8 +12,7 @@ import soundfile as sf
 import torch
 
 from foley_core.clap import EmbeddingCache, evaluate_clap, load_clap, load_paraphrases, train_clap
-from foley_core.clap.encoder import TrainedClapEncoder
-from foley_core.config import DCASE_CLASS_IDS, load_profile
+from foley_core.core.config import DCASE_CLASS_IDS, load_profile
 from foley_core.data.ingest import ingest, load_manifest
 from foley_core.data.sources import discover_source, source_from_path
 from foley_core.data.synth import DCASE_SOUND_TYPES, SOUND_TYPES, synthesize_clip, write_synthetic_corpus
@@ -161,7 +159,7 @@ def test_cache_computes_only_new_clips(trained, tmp_path):
 
 def test_cached_text_embedder_reads_each_cache_once_and_encodes_only_what_is_missing(trained, monkeypatch):
     from foley_core.clap.cache import cached_text_embedder
-    from foley_core.layout import layout
+    from foley_core.core.layout import layout
 
     profile, _, _, encoder = trained
     for label in ("DogBark", "Footstep"):

@@ -7,11 +7,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from laion_fixtures import make_tiny_laion, released_layout as _released_layout
+from laion_fixtures import make_tiny_laion
+from laion_fixtures import released_layout as _released_layout
 
 from foley_core.clap import load_clap
 from foley_core.clap.laion import LaionClapEncoder, load_tokenizer, read_laion_state_dict
-from foley_core.config import load_profile
+from foley_core.core.config import load_profile
 
 
 @pytest.fixture(scope="module")

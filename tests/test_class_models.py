@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from audioldm_fixtures import make_tiny_audioldm_folder
+
 from foley_core import stages
-from foley_core.config import load_profile
+from foley_core.core.config import load_profile
+from foley_core.core.layout import layout
 from foley_core.generation.pipeline import FoleyPipeline
-from foley_core.registry import CLASS_MODELS
 from foley_core.generation.submission import pipeline_for_class
-from foley_core.layout import layout
 from foley_core.ldm import LdmComponents
+from foley_core.registry import CLASS_MODELS
 
 AUDIO = {"clip_seconds": 1.0, "n_mels": 64, "n_fft": 1024, "win_length": 1024}
 

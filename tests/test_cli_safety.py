@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import foley_core.cli as cli
 import foley_core.export as export
 from foley_core.cli import main
-from foley_core.config import load_profile
+from foley_core.core.config import load_profile
 from foley_core.export import EXPORT_MARKER, export_dcase, export_dcase_dir, validate_dcase
 
 CLASSES = ("DogBark", "Rain")

@@ -8,7 +8,8 @@ import ast
 import pytest
 from conftest import smoke_overrides
 
-from foley_core import code_version, stages
+from foley_core import stages
+from foley_core.core import code_version
 from orchestration.definitions import build_definitions
 from orchestration.freshness import is_fresh
 
@@ -77,7 +78,7 @@ def test_the_modules_a_stage_runs_are_found_through_every_hop():
     # the four modules the typed list once left out
     assert {"foley_core.generation.conditioning", "foley_core.generation.adapter", "foley_core.ldm.mel",
             "foley_core.ldm.components"} <= modules
-    assert {"foley_core.ldm.data", "foley_core.resume"} <= set(code_version.modules_run_by(stages.build_ldm))
+    assert {"foley_core.ldm.data", "foley_core.core.resume"} <= set(code_version.modules_run_by(stages.build_ldm))
     assert "foley_core.ldm.training" not in modules  # sampling never runs the training code
 
 
@@ -111,8 +112,8 @@ def test_the_runner_sees_the_edited_stage_stale_and_its_upstream_fresh(smoke_run
 def test_the_daemons_sensor_follows_the_same_rule(smoke_run, monkeypatch, forget_after):
     from dagster import DagsterInstance, RunRequest, SkipReason
 
-    from foley_core.fsutil import exclusive_lock
-    from foley_core.layout import layout
+    from foley_core.core.fsutil import exclusive_lock
+    from foley_core.core.layout import layout
     from orchestration.automation import stale_request
 
     overrides, profile = smoke_overrides(smoke_run["root"]), smoke_run["profile"]

@@ -1,6 +1,6 @@
 import pytest
 
-from foley_core.config import DCASE_CLASS_IDS, ConfigError, load_profile
+from foley_core.core.config import DCASE_CLASS_IDS, ConfigError, load_profile
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "paper"])

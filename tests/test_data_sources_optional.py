@@ -6,11 +6,11 @@ import logging
 
 import pytest
 import soundfile as sf
+from conftest import tone
 
-from foley_core.config import CaptionedCsvSource
+from foley_core.core.config import CaptionedCsvSource
 from foley_core.data.raw import snapshot_raw_data
 from foley_core.data.sources import discover_all, discover_source
-from conftest import tone
 
 
 def _dev_set(root):

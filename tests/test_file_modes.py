@@ -7,9 +7,9 @@ import stat
 import numpy as np
 import pytest
 
-from foley_core.audio import write_wav_atomic
 from foley_core.clap.cache import _save_npz_atomic
-from foley_core.fsutil import write_text_atomic
+from foley_core.core.audio import write_wav_atomic
+from foley_core.core.fsutil import write_text_atomic
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ import json
 import math
 
 import pytest
-from dagster import AssetKey, materialize
-
 from conftest import smoke_overrides
-from foley_core.config import _deep_merge, load_profile
-from foley_core.registry import gate_problems, regression
+from dagster import AssetKey, materialize
 from test_locks import FakePipeline, _metrics, _profile
+
+from foley_core.core.config import _deep_merge, load_profile
+from foley_core.registry import gate_problems, regression
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, None])
@@ -30,7 +30,8 @@ def test_gate_problems_name_export_problems_and_regressions():
 
 
 def test_promote_refuses_a_nan_or_worse_model_and_nothing_moves(tmp_path):
-    from foley_core.registry import PromotionRefused, latest_pipeline_dir, promote_base as promote
+    from foley_core.registry import PromotionRefused, latest_pipeline_dir
+    from foley_core.registry import promote_base as promote
 
     profile = _profile(tmp_path)
     good = promote(FakePipeline(), profile, _metrics("v1"), export_problems=0)

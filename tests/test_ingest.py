@@ -7,7 +7,7 @@ import pandas as pd
 import soundfile as sf
 from click.testing import CliRunner
 
-from foley_core.audio import split_into_windows
+from foley_core.core.audio import split_into_windows
 from foley_core.data.ingest import ingest, load_manifest
 from foley_core.data.sources import discover_source, source_from_path
 

@@ -26,8 +26,8 @@ import soundfile as sf
 import soxr
 from click.testing import CliRunner
 
-from foley_core.audio import normalise_peak, pcm16
-from foley_core.config import PROJECT_ROOT, ConfigError, load_profile
+from foley_core.core.audio import normalise_peak, pcm16
+from foley_core.core.config import PROJECT_ROOT, ConfigError, load_profile
 from foley_core.data import ingest as ingest_module
 from foley_core.data.ingest import MANIFEST, ingest, ingest_class, load_manifest
 from foley_core.data.sources import discover_source, source_from_path

@@ -12,11 +12,18 @@ import soundfile as sf
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from foley_core.audio import content_hash
-from foley_core.config import load_profile
+from foley_core.core.audio import content_hash
+from foley_core.core.config import load_profile
 from foley_core.ldm import (
-    LdmComponents, MelFrontEnd, generate_waveforms, griffin_lim, sample_latents, train_ldm, train_unet,
-    train_vae, train_vocoder,
+    LdmComponents,
+    MelFrontEnd,
+    generate_waveforms,
+    griffin_lim,
+    sample_latents,
+    train_ldm,
+    train_unet,
+    train_vae,
+    train_vocoder,
 )  # fmt: skip
 from foley_core.ldm.sampling import reconstruct
 

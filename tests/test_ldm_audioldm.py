@@ -13,8 +13,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
-from foley_core.audio import content_hash
-from foley_core.config import AudioConfig, load_profile
+from foley_core.core.audio import content_hash
+from foley_core.core.config import AudioConfig, load_profile
 from foley_core.ldm import LdmComponents, MelNormalisation, generate_waveforms, train_ldm
 
 CONDITION_DIM = 16

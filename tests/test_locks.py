@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from foley_core.clap.cache import EmbeddingCache
-from foley_core.fsutil import LockHeld, exclusive_lock, lock_holder, replace_symlink, staged_dir
+from foley_core.core.fsutil import LockHeld, exclusive_lock, lock_holder, replace_symlink, staged_dir
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ def test_legacy_two_file_cache_is_dropped_not_misread(tmp_path):
 
 HOLDER = """
 import sys, time
-from foley_core.fsutil import exclusive_lock
+from foley_core.core.fsutil import exclusive_lock
 with exclusive_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(600)
@@ -299,7 +299,8 @@ def _metrics(version: str, **extra) -> dict:
 
 
 def test_promote_never_leaves_a_half_written_model(tmp_path):
-    from foley_core.registry import latest_pipeline_dir, promote_base as promote
+    from foley_core.registry import latest_pipeline_dir
+    from foley_core.registry import promote_base as promote
 
     profile = _profile(tmp_path)
     good = promote(FakePipeline(), profile, _metrics("v1"), export_problems=0)
@@ -324,7 +325,8 @@ def test_promote_reuses_a_complete_version_folder(tmp_path):
 
 
 def test_concurrent_promotions_all_succeed_and_latest_is_complete(tmp_path):
-    from foley_core.registry import latest_pipeline_dir, promote_base as promote
+    from foley_core.registry import latest_pipeline_dir
+    from foley_core.registry import promote_base as promote
 
     profile = _profile(tmp_path)
     errors = []
@@ -399,8 +401,8 @@ def test_an_interrupted_generation_save_keeps_the_previous_one(tmp_path, monkeyp
 
 
 def _run_inputs(profile):
+    from foley_core.core.layout import layout
     from foley_core.generation.store import save_class_generation
-    from foley_core.layout import layout
 
     where = layout(profile)
     (where.dcase / "DogBark").mkdir(parents=True)
@@ -454,7 +456,7 @@ def test_a_failed_report_leaves_no_half_run_folder_and_latest_unchanged(tmp_path
 def test_a_stage_launched_from_the_ui_waits_for_the_foley_run_holding_the_folder(tmp_path):
     """A daemon- or UI-launched stage takes the artifacts lock; inside `foley run` (same process) it runs
     under the run's hold instead of deadlocking on it."""
-    from foley_core.layout import layout
+    from foley_core.core.layout import layout
     from orchestration.assets import artifacts_lock
 
     profile = _profile(tmp_path)
@@ -462,7 +464,7 @@ def test_a_stage_launched_from_the_ui_waits_for_the_foley_run_holding_the_folder
     logs: list[str] = []
     context = SimpleNamespace(log=SimpleNamespace(info=logs.append))
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from foley_core.fsutil import exclusive_lock\n"
+        "import sys, time; from pathlib import Path; from foley_core.core.fsutil import exclusive_lock\n"
         f"with exclusive_lock(Path({str(lock)!r})):\n"
         f"    Path({str(tmp_path / 'holding')!r}).touch(); time.sleep(2)\n"
         f"Path({str(released)!r}).touch()")], cwd=Path(__file__).resolve().parents[1])

@@ -27,8 +27,12 @@ from safetensors.torch import load_file
 from transformers import ClapTextModelWithProjection, SpeechT5HifiGan, SpeechT5HifiGanConfig
 
 import foley_core.ldm.original_checkpoint as original
-from foley_core.config import load_profile
-from foley_core.ldm.original_checkpoint import OriginalCheckpointError, convert_original_checkpoint, find_original_checkpoint
+from foley_core.core.config import load_profile
+from foley_core.ldm.original_checkpoint import (
+    OriginalCheckpointError,
+    convert_original_checkpoint,
+    find_original_checkpoint,
+)
 from orchestration.cli import main
 
 N_TARGETS = 4

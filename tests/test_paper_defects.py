@@ -26,11 +26,16 @@ import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-from audioldm_fixtures import CONDITION_DIM, make_tiny_audioldm_components, make_tiny_audioldm_folder, make_tiny_roberta_tokenizer
+from audioldm_fixtures import (
+    CONDITION_DIM,
+    make_tiny_audioldm_components,
+    make_tiny_audioldm_folder,
+    make_tiny_roberta_tokenizer,
+)
 from laion_fixtures import make_tiny_laion
 
-from foley_core.config import PROJECT_ROOT, GenerationConfig, load_profile
-from foley_core.layout import layout
+from foley_core.core.config import PROJECT_ROOT, GenerationConfig, load_profile
+from foley_core.core.layout import layout
 
 ROBERTA_MAX_LENGTH = 512  # roberta-base's model_max_length, as AudioLDM's tokenizer/ has it
 N_MELS = 32  # the smoke profile's

@@ -33,10 +33,10 @@ from click.testing import CliRunner
 from laion_fixtures import make_tiny_laion
 from vggish_fixtures import make_tiny_vggish_weights
 
-from foley_core.config import DCASE_CLASS_IDS, load_profile
+from foley_core.core.config import DCASE_CLASS_IDS, load_profile
+from foley_core.core.layout import layout
 from foley_core.data.sources import UNLABELLED
 from foley_core.generation.pipeline import FoleyPipeline
-from foley_core.layout import layout
 
 CLIPS_PER_CLASS = 2
 FILES_PER_CLASS = 3  # enough for a validation recording in every class (ingest's stratified split)

@@ -76,7 +76,8 @@ def test_smoke_pipeline_materialises_and_versions_are_stable(tmp_path, monkeypat
     assert after_other.materialised == ["raw_foley_data"], after_other.materialised
 
     # one more recording in one class changes that class's version and the raw version only
-    import numpy as np, soundfile as sf
+    import numpy as np
+    import soundfile as sf
     sf.write(tmp_path / "data/synthetic/Rain/extra.wav", np.random.default_rng(0).normal(0, 0.2, 16000), 16000)
     run_pipeline("smoke", _overrides(tmp_path), echo=lines.append)
     changed = [old != new for old, new in zip(first_dataset, _data_versions(instance, "foley_dataset")[-8:])]
@@ -99,9 +100,9 @@ def test_smoke_pipeline_materialises_and_versions_are_stable(tmp_path, monkeypat
 def test_data_sensor_fires_on_new_data_of_this_profile_only_and_never_during_a_run(tmp_path, monkeypatch):
     from dagster import RunRequest, SkipReason
 
-    from foley_core.config import load_profile
-    from foley_core.fsutil import exclusive_lock
-    from foley_core.layout import layout
+    from foley_core.core.config import load_profile
+    from foley_core.core.fsutil import exclusive_lock
+    from foley_core.core.layout import layout
     from orchestration.automation import data_change_request
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
@@ -109,7 +110,8 @@ def test_data_sensor_fires_on_new_data_of_this_profile_only_and_never_during_a_r
     assert "no data snapshot yet" in data_change_request(profile).skip_message
     run_pipeline("smoke", _overrides(tmp_path), echo=lambda line: None)
     assert isinstance(data_change_request(profile), SkipReason)  # just snapshotted: unchanged
-    import numpy as np, soundfile as sf
+    import numpy as np
+    import soundfile as sf
     sf.write(tmp_path / "data/synthetic/Rain/new.wav", np.random.default_rng(1).normal(0, 0.2, 16000), 16000)
     with exclusive_lock(layout(profile).run_lock):  # a `foley run` is at work: its own rewrite is not new data
         assert "foley run is using" in data_change_request(profile).skip_message

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from foley_core import hardware
-from foley_core.config import load_profile
+from foley_core.core import hardware
+from foley_core.core.config import load_profile
 from foley_core.ldm.data import LatentConditions
 
 AVX2_FLAGS = {"sse4_2", "avx", "avx2", "fma"}  # an AMD EPYC (Zen 2) or older Intel

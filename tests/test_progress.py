@@ -1,4 +1,4 @@
-"""Live progress of long stages (foley_core.progress): what a user sees while training runs,
+"""Live progress of long stages (foley_core.core.progress): what a user sees while training runs,
 and library warnings routed to logging instead of the terminal."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from foley_core import progress
-from foley_core.progress import ProgressReporter, TerminalProgress, track, warnings_to_log
+from foley_core.core import progress
+from foley_core.core.progress import ProgressReporter, TerminalProgress, track, warnings_to_log
 
 SUMMARY = re.compile(r"^    (?P<stage>[\w -]+): (?P<done>\d+) (?P<unit>\w+) in (?P<time>\S+)")
 

@@ -7,10 +7,10 @@ import json
 from types import SimpleNamespace
 
 import pytest
-
-from foley_core import registry
 from test_locks import FakePipeline, _metrics
 from test_locks import _profile as _lock_profile
+
+from foley_core import registry
 
 
 def _profile(tmp_path):
@@ -90,7 +90,8 @@ def test_a_foley_run_after_a_fine_tune_keeps_serving_it_and_says_so(smoke_run, t
     import shutil
 
     from conftest import smoke_overrides
-    from foley_core.config import _deep_merge, load_profile
+
+    from foley_core.core.config import _deep_merge, load_profile
     from orchestration.runner import run_pipeline
 
     shutil.copytree(smoke_run["root"] / "artifacts", tmp_path / "artifacts", symlinks=True)

@@ -20,11 +20,11 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from safetensors.torch import load_file
 
-from foley_core.audio import content_hash
 from foley_core.clap import train_clap
-from foley_core.config import load_profile
+from foley_core.core.audio import content_hash
+from foley_core.core.config import load_profile
+from foley_core.core.resume import SeededBatches, resume_checkpoint
 from foley_core.ldm import train_unet, train_vae
-from foley_core.resume import SeededBatches, resume_checkpoint
 
 STEPS = 8  # 9 training clips in batches of 4: 2 steps an epoch, so step 3 is mid-epoch
 VAE_WEIGHTS = "vae/diffusion_pytorch_model.safetensors"
@@ -122,7 +122,7 @@ def test_a_truncated_last_checkpoint_is_kept_aside_and_training_resumes_from_the
     whole = last.read_bytes()
     last.write_bytes(whole[: len(whole) // 2])  # as a kill during Lightning's (non-atomic) write leaves it
 
-    with caplog.at_level(logging.WARNING, logger="foley_core.resume"):
+    with caplog.at_level(logging.WARNING, logger="foley_core.core.resume"):
         metrics = train_vae(_profile(tmp_path), manifest, tmp_path / "vae")
     assert any("last.ckpt" in r.getMessage() and "last.ckpt.corrupt-1" in r.getMessage() for r in caplog.records)
     assert (folder / "last.ckpt.corrupt-1").read_bytes() == whole[: len(whole) // 2]  # kept, not deleted
@@ -136,7 +136,7 @@ def test_unreadable_checkpoints_all_go_aside_and_training_starts_afresh(tmp_path
     torch.save({"model": torch.zeros(3)}, folder / "epoch=0-step=4.ckpt")  # loads, but is no Lightning checkpoint
     (folder / "last.ckpt").write_bytes(b"PK\x03\x04 truncated")
     (folder / "last.ckpt.corrupt-1").write_bytes(b"an earlier one")
-    with caplog.at_level(logging.WARNING, logger="foley_core.resume"):
+    with caplog.at_level(logging.WARNING, logger="foley_core.core.resume"):
         assert resume_checkpoint(folder) is None
     assert sorted(p.name for p in folder.iterdir()) == ["epoch=0-step=4.ckpt.corrupt-1", "last.ckpt.corrupt-1",
                                                         "last.ckpt.corrupt-2"]  # fmt: skip
@@ -198,7 +198,7 @@ _TRAIN_SCRIPT = """
 import json, sys, time
 import pandas as pd
 from pytorch_lightning.callbacks import Callback
-from foley_core.config import load_profile
+from foley_core.core.config import load_profile
 from foley_core.ldm import train_vae
 
 class Slow(Callback):  # widens the window in which the test kills the run; does not touch the RNG

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import smoke_overrides
-from foley_core.config import CONFIG_DIR, _deep_merge
+
+from foley_core.core.config import CONFIG_DIR, _deep_merge
 
 FOLEY = [sys.executable, "-m", "orchestration.cli"]
 

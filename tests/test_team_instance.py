@@ -25,11 +25,10 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from conftest import smoke_overrides
 from dagster import deserialize_value
 
-from foley_core.config import PROJECT_ROOT
-
-from conftest import smoke_overrides
+from foley_core.core.config import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
 PG_USER, PG_DB = "foley", "dagster"

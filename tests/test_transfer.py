@@ -18,10 +18,10 @@ import soundfile as sf
 import torch
 import yaml
 from click.testing import CliRunner
-
 from conftest import smoke_overrides
+
 from foley_core.cli import main
-from foley_core.config import _deep_merge, load_profile
+from foley_core.core.config import _deep_merge, load_profile
 from foley_core.data.recordings import recording_of, split_by_recording
 from foley_core.generation.pipeline import FoleyPipeline
 from foley_core.registry import PIPELINE_CONFIG, latest_pipeline_dir
@@ -73,7 +73,7 @@ def test_a_manifest_recording_column_overrides_the_name_rule(tmp_path):
 def test_condition_dropout_uses_the_vector_the_sampler_guides_against():
     from diffusers import DDPMScheduler
 
-    from foley_core.config import UnetConfig
+    from foley_core.core.config import UnetConfig
     from foley_core.ldm.models import build_unet
     from foley_core.ldm.modules import UnetModule
 
@@ -215,8 +215,8 @@ def test_a_fine_tune_that_fails_the_gate_is_not_promoted_and_the_base_stays(own_
 
 
 def test_a_lora_fine_tune_trains_only_its_factors_and_gives_back_a_plain_unet(own_model, tmp_path):
+    from foley_core.core.layout import layout
     from foley_core.data.ingest import load_manifest
-    from foley_core.layout import layout
     from foley_core.transfer import finetune_generator
 
     profile, _ = own_model

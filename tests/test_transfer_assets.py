@@ -13,13 +13,13 @@ import soundfile as sf
 from conftest import smoke_overrides
 from dagster import AssetKey, DagsterInstance, Definitions, RunRequest, SkipReason, materialize
 
-from foley_core.config import load_profile
+from foley_core.core.config import load_profile
+from foley_core.core.fsutil import exclusive_lock
+from foley_core.core.hashing import folder_hash
+from foley_core.core.layout import layout
+from foley_core.core.records import read_record
 from foley_core.data.own import recorded_recordings_version, snapshot_recordings
 from foley_core.data.versioning import DvcError, dvc_executable, run_dvc
-from foley_core.fsutil import exclusive_lock
-from foley_core.hashing import folder_hash
-from foley_core.layout import layout
-from foley_core.records import read_record
 from foley_core.registry import PIPELINE_CONFIG, latest_pipeline_dir
 from orchestration.automation import SNAPSHOT_JOB, data_change_request
 from orchestration.definitions import build_definitions

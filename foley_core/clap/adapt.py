@@ -30,10 +30,10 @@ from torch.utils.data import Dataset
 
 from foley_core.clap.encoder import TrainedClapEncoder, save_trained
 from foley_core.clap.evaluate import read_clips
-from foley_core.config import Profile
-from foley_core.progress import TerminalProgress
-from foley_core.resume import Draw, RngState, SeededDataModule, sample_rng
-from foley_core.training import build_trainer
+from foley_core.core.config import Profile
+from foley_core.core.progress import TerminalProgress
+from foley_core.core.resume import Draw, RngState, SeededDataModule, sample_rng
+from foley_core.core.training import build_trainer
 
 
 def class_prompt_embeddings(encoder: TrainedClapEncoder, profile: Profile, classes: list[str]) -> torch.Tensor:

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from foley_core.audio import write_text_atomic
 from foley_core.clap.evaluate import read_clips
-from foley_core.fsutil import atomic_file, exclusive_lock
-from foley_core.layout import layout
+from foley_core.core.audio import write_text_atomic
+from foley_core.core.fsutil import atomic_file, exclusive_lock
+from foley_core.core.layout import layout
 
 META = "cache.json"
 LOCK = ".lock"

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from foley_core.clap.towers import SmallClap, TowerConfig, minilm_fingerprint
-from foley_core.fsutil import atomic_file
-from foley_core.hashing import new_digest
+from foley_core.core.fsutil import atomic_file
+from foley_core.core.hashing import new_digest
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"

@@ -9,7 +9,7 @@ import pandas as pd
 import soundfile as sf
 import torch
 
-from foley_core.config import Profile
+from foley_core.core.config import Profile
 
 PARAPHRASES = "paraphrase_prompts.csv"
 

@@ -35,8 +35,8 @@ except ImportError:  # pragma: no cover - numpy < 1.26
 from foley_core.clap._laion import submodule
 from foley_core.clap.encoder import ClapEncoder
 from foley_core.clap.towers import check_vocabulary
-from foley_core.config import Profile
-from foley_core.hashing import file_hash, sha256_hex
+from foley_core.core.config import Profile
+from foley_core.core.hashing import file_hash, sha256_hex
 
 HUB_REPO = "lukewys/laion_clap"
 TOKENIZER_MAX_LENGTH = 77  # laion's hook.py tokenizes to 77 tokens

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from foley_core.clap.encoder import ClapEncoder, TrainedClapEncoder
 from foley_core.clap.laion import load_laion_clap
-from foley_core.config import Profile
-from foley_core.layout import layout
+from foley_core.core.config import Profile
+from foley_core.core.layout import layout
 
 # A pipeline run asks for the LAION CLAP once per embedding partition, per generated class and per
 # stage (26 times for the paper profile); each load rebuilds HTSAT + RoBERTa and reads and hashes

@@ -2,7 +2,7 @@
 
 Seeded; checkpoints every N steps plus ``last.ckpt`` (state dicts and plain values only,
 so ``torch.load(weights_only=True)`` reads them); resumes from the last readable checkpoint
-to the same weights as an uninterrupted run (``foley_core.resume``); logs to wandb offline.
+to the same weights as an uninterrupted run (``foley_core.core.resume``); logs to wandb offline.
 The frozen MiniLM features of every caption are computed once up front, so a training step
 runs only the audio tower and the projections.
 """
@@ -24,18 +24,18 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from torch.utils.data import Dataset
 
-from foley_core.audio import write_text_atomic
 from foley_core.clap._laion import clap_module
 from foley_core.clap.encoder import TrainedClapEncoder, save_trained
 from foley_core.clap.evaluate import evaluate_clap, read_clips
 from foley_core.clap.towers import SmallClap, TowerConfig
-from foley_core.code_version import source_version
-from foley_core.config import Profile
-from foley_core.env import retrain_requested
-from foley_core.hashing import json_hash
-from foley_core.progress import TerminalProgress
-from foley_core.resume import Draw, RngState, SeededDataModule, resume_checkpoint, sample_rng
-from foley_core.training import build_trainer
+from foley_core.core.audio import write_text_atomic
+from foley_core.core.code_version import source_version
+from foley_core.core.config import Profile
+from foley_core.core.env import retrain_requested
+from foley_core.core.hashing import json_hash
+from foley_core.core.progress import TerminalProgress
+from foley_core.core.resume import Draw, RngState, SeededDataModule, resume_checkpoint, sample_rng
+from foley_core.core.training import build_trainer
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.json"

@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from foley_core.audio import (
+from foley_core.core.audio import (
     AudioDecodeError,
     content_hash,
     normalise_peak,
@@ -40,10 +40,10 @@ from foley_core.audio import (
     write_text_atomic,
     write_wav_atomic,
 )
-from foley_core.config import CaptionedCsvSource, Profile, plain_name_problem
+from foley_core.core.config import CaptionedCsvSource, Profile, plain_name_problem
+from foley_core.core.fsutil import exclusive_lock, staged_dir
+from foley_core.core.hashing import file_hash, new_digest
 from foley_core.data.sources import Rejected, SourceFile, source_root
-from foley_core.fsutil import exclusive_lock, staged_dir
-from foley_core.hashing import file_hash, new_digest
 
 MANIFEST = "manifest.csv"
 QUARANTINE = "quarantine.csv"

@@ -15,12 +15,12 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from foley_core.audio import is_audio_file
-from foley_core.config import Profile
+from foley_core.core.audio import is_audio_file
+from foley_core.core.config import Profile
+from foley_core.core.fsutil import staged_dir
+from foley_core.core.hashing import files_hash, folder_hash
 from foley_core.data.raw import dvc_tracks_data_dir
 from foley_core.data.versioning import DvcError, dvc_subtree_version, run_dvc, track
-from foley_core.fsutil import staged_dir
-from foley_core.hashing import files_hash, folder_hash
 
 log = logging.getLogger(__name__)
 

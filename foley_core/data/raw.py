@@ -11,10 +11,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from foley_core.config import PROJECT_ROOT, CaptionedCsvSource, Profile
+from foley_core.core.config import PROJECT_ROOT, CaptionedCsvSource, Profile
+from foley_core.core.hashing import folder_hash
 from foley_core.data.sources import Discovery, discover_all
 from foley_core.data.versioning import DvcError, dvc_file_for, dvc_subtree_version, read_dvc_hash, track
-from foley_core.hashing import folder_hash
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from foley_core.hashing import stable_seed
+from foley_core.core.hashing import stable_seed
 
 MANIFEST = "MANIFEST.csv"  # optional, at a source's root: columns file (relative path) and recording
 _TRAILING_INDEX = re.compile(r"(?:[-_. ]\d+)+$")

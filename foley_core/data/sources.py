@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from foley_core.audio import is_audio_file
-from foley_core.config import CaptionedCsvSource, FolderSource, Profile, SyntheticSource, plain_name_problem
+from foley_core.core.audio import is_audio_file
+from foley_core.core.config import CaptionedCsvSource, FolderSource, Profile, SyntheticSource, plain_name_problem
 from foley_core.data.synth import write_synthetic_corpus
 
 UNLABELLED = "_unlabelled"  # captioned clips without a class: pre-training only

@@ -19,8 +19,8 @@ from typing import TypeVar
 import numpy as np
 from scipy import signal
 
-from foley_core.audio import write_text_atomic, write_wav_atomic
-from foley_core.hashing import stable_seed
+from foley_core.core.audio import write_text_atomic, write_wav_atomic
+from foley_core.core.hashing import stable_seed
 
 DCASE_SOUND_TYPES: tuple[str, ...] = (
     "DogBark",

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from foley_core.config import PROJECT_ROOT
-from foley_core.hashing import json_hash
+from foley_core.core.config import PROJECT_ROOT
+from foley_core.core.hashing import json_hash
 
 
 class DvcError(RuntimeError):

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from foley_core.audio import write_text_atomic
+from foley_core.core.audio import write_text_atomic
 
 WEIGHTS = "adapter.safetensors"
 CONFIG = "adapter_config.json"

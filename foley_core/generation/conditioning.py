@@ -33,9 +33,9 @@ from transformers import AutoTokenizer, ClapTextModelWithProjection
 from foley_core.clap import load_clap
 from foley_core.clap.encoder import ClapEncoder, validate_texts
 from foley_core.clap.towers import check_vocabulary
-from foley_core.fsutil import staged_dir, write_text_atomic
-from foley_core.hashing import new_digest
-from foley_core.layout import layout
+from foley_core.core.fsutil import staged_dir, write_text_atomic
+from foley_core.core.hashing import new_digest
+from foley_core.core.layout import layout
 from foley_core.ldm.importing import convert_bin_to_safetensors
 
 Unconditional = Literal["zero", "empty_prompt"]

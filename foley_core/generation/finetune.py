@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from foley_core.audio import write_text_atomic
-from foley_core.code_version import source_version
-from foley_core.config import Profile
-from foley_core.env import retrain_requested
-from foley_core.fsutil import staged_dir
+from foley_core.core.audio import write_text_atomic
+from foley_core.core.code_version import source_version
+from foley_core.core.config import Profile
+from foley_core.core.env import retrain_requested
+from foley_core.core.fsutil import staged_dir
+from foley_core.core.hashing import json_hash
 from foley_core.generation.adapter import EmbeddingAdapter
-from foley_core.hashing import json_hash
 from foley_core.ldm.components import LdmComponents
 from foley_core.ldm.data import InMemoryDataModule, LatentConditions, compute_log_mels, load_waveforms
 from foley_core.ldm.mel import pad_frames

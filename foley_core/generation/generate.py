@@ -14,11 +14,11 @@ from typing import Callable
 
 import numpy as np
 
-from foley_core.config import Profile
+from foley_core.core.config import Profile
+from foley_core.core.hashing import stable_seed
+from foley_core.core.progress import ProgressReporter
 from foley_core.generation.pipeline import FoleyPipeline
 from foley_core.generation.selection import SlotSelection, SlotSelector
-from foley_core.hashing import stable_seed
-from foley_core.progress import ProgressReporter
 
 MULTI_TARGET_START_FLOOR = 0.5  # official code starts high and relaxes by 0.05 every 3 failures
 MAX_BATCH_ROWS = 32  # candidates per UNet batch: bounds memory, keeps batching's speed-up
@@ -57,7 +57,7 @@ def generate_class(pipeline: FoleyPipeline, profile: Profile, class_name: str, n
                    targets: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None,
                    stage: str | None = None) -> ClassGeneration:
     """``n_clips`` selected clips of ``class_name``; live progress in the terminal (``stage`` names
-    it, default "generate <class>"; see foley_core.progress) and ``progress(done, total)`` per clip."""
+    it, default "generate <class>"; see foley_core.core.progress) and ``progress(done, total)`` per clip."""
     cfg = profile.class_config(class_name)
     prompt = cfg.prompts[0]
     multi_target = targets is not None and cfg.clap_floor is None

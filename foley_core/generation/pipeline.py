@@ -39,10 +39,12 @@ import torch
 from diffusers import UNet2DConditionModel
 from transformers import SpeechT5HifiGanConfig
 
-from foley_core.audio import write_text_atomic
 from foley_core.clap import load_clap
 from foley_core.clap.encoder import ClapEncoder, TrainedClapEncoder
-from foley_core.config import AudioConfig
+from foley_core.core.audio import write_text_atomic
+from foley_core.core.config import AudioConfig
+from foley_core.core.hashing import stable_seed
+from foley_core.core.layout import layout
 from foley_core.generation.adapter import EmbeddingAdapter
 from foley_core.generation.conditioning import (
     AudioLdmTextConditioner,
@@ -53,8 +55,6 @@ from foley_core.generation.conditioning import (
     load_conditioner,
     pretrained_audioldm_source,
 )  # fmt: skip
-from foley_core.hashing import stable_seed
-from foley_core.layout import layout
 from foley_core.ldm.components import LdmComponents
 from foley_core.ldm.sampling import Convention, SamplerName, generate_waveforms, make_sampler
 from foley_core.registry import PIPELINE_CONFIG

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from foley_core.audio import write_text_atomic, write_wav_atomic
-from foley_core.fsutil import staged_dir
+from foley_core.core.audio import write_text_atomic, write_wav_atomic
+from foley_core.core.fsutil import staged_dir
 from foley_core.generation.generate import ClassGeneration
 
 SELECTION = "selection.json"

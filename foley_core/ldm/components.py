@@ -22,9 +22,9 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import SpeechT5HifiGan
 
-from foley_core.audio import write_text_atomic
-from foley_core.code_version import package_version
-from foley_core.config import AudioConfig
+from foley_core.core.audio import write_text_atomic
+from foley_core.core.code_version import package_version
+from foley_core.core.config import AudioConfig
 from foley_core.ldm.mel import MelFrontEnd, MelNormalisation
 from foley_core.ldm.models import parameter_count
 

@@ -3,7 +3,7 @@
 The cpu corpus (~1,100 clips of 4 s) is ~290 MB as float32 waveforms and ~110 MB as
 log-mel, so everything is decoded once and batches are random crops of in-memory tensors.
 Items are ``Draw``s, ``(index, key)``: a crop is drawn from the key's own RNG, so a resumed run
-crops exactly as an uninterrupted one (see ``foley_core.resume``).
+crops exactly as an uninterrupted one (see ``foley_core.core.resume``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from foley_core.config import AudioConfig
+from foley_core.core.config import AudioConfig
+from foley_core.core.resume import Draw, SeededDataModule, sample_rng
 from foley_core.ldm.mel import MelFrontEnd
-from foley_core.resume import Draw, SeededDataModule, sample_rng
 
 Conditioning = Callable[[list[str]], np.ndarray] | Mapping[str, np.ndarray]
-InMemoryDataModule = SeededDataModule  # shuffled, seeded, resumable at any step (foley_core.resume)
+InMemoryDataModule = SeededDataModule  # shuffled, seeded, resumable at any step (foley_core.core.resume)
 
 
 def split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:

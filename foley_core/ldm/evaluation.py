@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from foley_core.core.plots import spectrogram_png
 from foley_core.ldm.components import LdmComponents
 from foley_core.ldm.data import load_waveforms
 from foley_core.ldm.mel import griffin_lim
 from foley_core.ldm.metrics import mel_l1, multi_resolution_stft
 from foley_core.ldm.sampling import generate_waveforms, mel_to_waveform, reconstruct
-from foley_core.plots import spectrogram_png
 
 
 def pick_per_class(rows: pd.DataFrame, clips: int) -> pd.DataFrame:

@@ -41,10 +41,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from foley_core.code_version import source_version
-from foley_core.config import Profile
-from foley_core.fsutil import staged_dir, write_text_atomic
-from foley_core.hashing import file_hash, json_hash
+from foley_core.core.code_version import source_version
+from foley_core.core.config import Profile
+from foley_core.core.fsutil import staged_dir, write_text_atomic
+from foley_core.core.hashing import file_hash, json_hash
 from foley_core.ldm.components import LDM_CONFIG, describe_ldm, ldm_code_version
 from foley_core.ldm.mel import MelNormalisation
 

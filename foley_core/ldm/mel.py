@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from foley_core.config import AudioConfig
+from foley_core.core.config import AudioConfig
 
 LOG_FLOOR = 1e-5  # AudioLDM's clamp before the log
 

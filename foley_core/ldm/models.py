@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
-from foley_core.config import AudioConfig, UnetConfig, VaeConfig, VocoderConfig
+from foley_core.core.config import AudioConfig, UnetConfig, VaeConfig, VocoderConfig
 
 
 def build_vae(cfg: VaeConfig) -> AutoencoderKL:

@@ -12,7 +12,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import EMAModel
 from transformers import SpeechT5HifiGan
 
-from foley_core.config import UnetConfig, VaeConfig, VocoderConfig
+from foley_core.core.config import UnetConfig, VaeConfig, VocoderConfig
 from foley_core.ldm.mel import MelFrontEnd
 from foley_core.ldm.metrics import mel_l1, multi_resolution_stft
 from foley_core.ldm.models import unet_input

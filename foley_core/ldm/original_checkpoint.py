@@ -79,9 +79,9 @@ from transformers import (
 
 from foley_core.clap.laion import _numpy_scalars_allowed
 from foley_core.clap.towers import check_vocabulary
-from foley_core.fsutil import staged_dir, write_text_atomic
-from foley_core.hashing import file_hash, sha256_hex
-from foley_core.layout import layout
+from foley_core.core.fsutil import staged_dir, write_text_atomic
+from foley_core.core.hashing import file_hash, sha256_hex
+from foley_core.core.layout import layout
 
 FORMAT = "foley-original-audioldm/1"  # part of the cache key: a changed conversion converts again
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")

@@ -4,7 +4,7 @@ Each ``train_*`` writes the finished model to ``out_dir`` (``save_pretrained``: 
 config.json) plus ``metrics.json``; Lightning checkpoints and logs go to ``work_dir``
 (default: a ``training/<name>`` folder beside ``out_dir``), keyed by a fingerprint of what
 the run depends on, so a killed run resumes from its last readable checkpoint (to the same
-weights as an uninterrupted run: see ``foley_core.resume``) and a changed config starts afresh.
+weights as an uninterrupted run: see ``foley_core.core.resume``) and a changed config starts afresh.
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from transformers import SpeechT5HifiGan
 
-from foley_core.audio import write_text_atomic
-from foley_core.code_version import source_version
-from foley_core.config import Profile
-from foley_core.env import retrain_requested
-from foley_core.fsutil import staged_dir
-from foley_core.hashing import json_hash, new_digest, sha256_hex
+from foley_core.core.audio import write_text_atomic
+from foley_core.core.code_version import source_version
+from foley_core.core.config import Profile
+from foley_core.core.env import retrain_requested
+from foley_core.core.fsutil import staged_dir
+from foley_core.core.hashing import json_hash, new_digest, sha256_hex
+from foley_core.core.progress import TerminalProgress
+from foley_core.core.resume import RngState, resume_checkpoint
+from foley_core.core.training import build_trainer
 from foley_core.ldm.components import LdmComponents, ldm_code_version
 from foley_core.ldm.data import (
     Conditioning,
@@ -56,9 +59,6 @@ from foley_core.ldm.models import (
     vae_downsampling,
 )  # fmt: skip
 from foley_core.ldm.modules import UnetModule, VaeModule, VocoderModule
-from foley_core.progress import TerminalProgress
-from foley_core.resume import RngState, resume_checkpoint
-from foley_core.training import build_trainer
 
 METRICS = "metrics.json"
 NORMALISATION = "mel_normalisation.json"
@@ -126,7 +126,7 @@ def fit(profile: Profile, name: str, module: pl.LightningModule, data: InMemoryD
     return {
         "steps": trainer.global_step, "resumed_from_step": start, "seconds": round(seconds, 2),
         "steps_per_s": round(run_steps / seconds, 3) if seconds > 0 else None, **history.summary(),
-        "precision": str(trainer.precision),  # as resolved (precision: auto, foley_core.hardware)
+        "precision": str(trainer.precision),  # as resolved (precision: auto, foley_core.core.hardware)
     }, trainer  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from foley_core.audio import log_mel_db, pad_to, read_audio, resample, to_mono
+from foley_core.core.audio import log_mel_db, pad_to, read_audio, resample, to_mono
 from foley_core.metrics.vggish import VGGishEmbedder
 
 EMBEDDER_NAMES = ("logmel", "vggish", "clap")

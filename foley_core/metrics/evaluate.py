@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from foley_core.audio import is_audio_file
-from foley_core.config import DCASE_CLASS_IDS
+from foley_core.core.audio import is_audio_file
+from foley_core.core.config import DCASE_CLASS_IDS
 from foley_core.metrics.distances import fad, fad_against_stats, kad, median_bandwidth
 from foley_core.metrics.embedders import ClapAudioEmbedder, Embedder, clap_scores
 from foley_core.metrics.official import OFFICIAL_FOLDER_NAMES, dcase_class_name, official_stats, official_stats_path

@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 from scipy.io import wavfile
 from torch import nn
 
-from foley_core.audio import pcm16, resample
+from foley_core.core.audio import pcm16, resample
 
 # vggish_params.py
 SAMPLE_RATE = 16000

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue
 
-from foley_core.config import Profile
-from foley_core.fsutil import exclusive_lock, held_by_this_process, who_holds
-from foley_core.layout import layout
-from foley_core.records import Artifact, input_versions
+from foley_core.core.config import Profile
+from foley_core.core.fsutil import exclusive_lock, held_by_this_process, who_holds
+from foley_core.core.layout import layout
+from foley_core.core.records import Artifact, input_versions
 from foley_core.stages import StageResult
 
 

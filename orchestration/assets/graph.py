@@ -27,13 +27,13 @@ from dagster import (
 )
 
 from foley_core import registry, stages
-from foley_core.config import Profile
+from foley_core.core.config import Profile
+from foley_core.core.layout import layout
+from foley_core.core.records import Artifact
 from foley_core.data.own import recordings_source
 from foley_core.data.sources import partition_keys
 from foley_core.evaluation import read_json
 from foley_core.export import validate_dcase
-from foley_core.layout import layout
-from foley_core.records import Artifact
 from foley_core.transfer import RESULT
 from orchestration.assets import artifacts_lock, run_stage, stage_output
 from orchestration.resources import FoleyProfile

@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from foley_core.hashing import new_digest
+from foley_core.core.hashing import new_digest
 
 PACKAGE = "foley_core"
 # Profile fields that say where things go or how runs are logged, not what is made.
@@ -192,7 +192,7 @@ def profile_sections_read_by(function: Callable, sections: frozenset[str]) -> li
     methods = _profile_method_sections(sections)
     read: set[str] = set()
     for (module, _), statement in _reached(function).items():
-        if module == f"{PACKAGE}.config":  # where the sections are defined, not read by a stage
+        if module == f"{PACKAGE}.core.config":  # where the sections are defined, not read by a stage
             continue
         for node in ast.walk(statement):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
@@ -229,7 +229,7 @@ def _names_a_profile(node: ast.expr) -> bool:
 def _profile_method_sections(sections: frozenset[str]) -> dict[str, set[str]]:
     """Profile method or property -> the sections it reads (``self.<section>``, through the other
     methods it calls)."""
-    tree = _parse(f"{PACKAGE}.config")
+    tree = _parse(f"{PACKAGE}.core.config")
     profile = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Profile")
     bodies = {n.name: n for n in profile.body if isinstance(n, ast.FunctionDef)}
     direct = {name: {a.attr for a in ast.walk(body) if isinstance(a, ast.Attribute)

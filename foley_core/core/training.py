@@ -6,7 +6,7 @@ Fixed for all of them, and why:
 - step-based (``max_steps``, ``max_epochs=-1``): runs are sized in optimizer steps and resume to
   the same step whatever the dataset size;
 - no progress bar or model summary: ``TerminalProgress`` prints one line per stage instead;
-- ``use_distributed_sampler=False``: ``foley_core.resume.SeededBatches`` shards batches by rank
+- ``use_distributed_sampler=False``: ``foley_core.core.resume.SeededBatches`` shards batches by rank
   itself, so the batch order is a pure function of (seed, step) however many ranks there are.
 """
 
@@ -18,7 +18,7 @@ from typing import Sequence
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from foley_core.config import Profile
+from foley_core.core.config import Profile
 
 
 def build_trainer(profile: Profile, *, steps: int, callbacks: Sequence[Callback], logger, work_dir: Path | None = None,

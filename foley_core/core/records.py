@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from foley_core.fsutil import write_text_atomic
+from foley_core.core.fsutil import write_text_atomic
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from foley_core.config import Profile
-from foley_core.hashing import sha256_hex
+from foley_core.core.config import Profile
+from foley_core.core.hashing import sha256_hex
 
 VARIANTS = ("adapter", "identity")  # the fine-tuned adapter, and the identity-adapter ablation
 

@@ -13,8 +13,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from foley_core.fsutil import atomic_file, write_text_atomic  # noqa: F401  (write_text_atomic re-exported)
-from foley_core.hashing import sha256_hex
+from foley_core.core.fsutil import atomic_file, write_text_atomic  # noqa: F401  (write_text_atomic re-exported)
+from foley_core.core.hashing import sha256_hex
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus"})
 # Sample rates a real recording can have. A header outside this range is corrupt or lying, and

@@ -14,9 +14,9 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from foley_core.hashing import json_hash
+from foley_core.core.hashing import json_hash
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent  # foley_core/core/config.py -> the project
 CONFIG_DIR = PROJECT_ROOT / "configs"
 
 # DCASE 2023 Task 7 class ids (fixed by the challenge).
@@ -196,7 +196,7 @@ class ClapConfig(_Strict):
     batch_size: int = Field(32, ge=2)
     learning_rate: float = Field(1e-3, gt=0)
     # Lightning precision for this model's training (e.g. bf16-mixed, or auto: bf16 only where the
-    # hardware runs it natively, foley_core/hardware.py); null = trainer.precision.
+    # hardware runs it natively, foley_core/core/hardware.py); null = trainer.precision.
     precision: str | None = None
 
 class VaeConfig(_Strict):
@@ -211,7 +211,7 @@ class VaeConfig(_Strict):
     # constant | cosine: the learning rate falls to 0 at `steps` (converges in fewer steps, docs/benchmarks.md)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     # Lightning precision for this model's training (e.g. bf16-mixed, or auto: bf16 only where the
-    # hardware runs it natively, foley_core/hardware.py); null = trainer.precision.
+    # hardware runs it natively, foley_core/core/hardware.py); null = trainer.precision.
     precision: str | None = None
 
 
@@ -235,7 +235,7 @@ class UnetConfig(_Strict):
     # constant | cosine: the learning rate falls to 0 at `steps` (converges in fewer steps, docs/benchmarks.md)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     # Lightning precision for this model's training (e.g. bf16-mixed, or auto: bf16 only where the
-    # hardware runs it natively, foley_core/hardware.py); null = trainer.precision.
+    # hardware runs it natively, foley_core/core/hardware.py); null = trainer.precision.
     precision: str | None = None
 
 
@@ -256,7 +256,7 @@ class VocoderConfig(_Strict):
     # constant | cosine: the learning rate falls to 0 at `steps` (converges in fewer steps, docs/benchmarks.md)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     # Lightning precision for this model's training (e.g. bf16-mixed, or auto: bf16 only where the
-    # hardware runs it natively, foley_core/hardware.py); null = trainer.precision.
+    # hardware runs it natively, foley_core/core/hardware.py); null = trainer.precision.
     precision: str | None = None
 
     @model_validator(mode="after")
@@ -289,7 +289,7 @@ class FinetuneConfig(_Strict):
     learning_rate: float = Field(1e-3, gt=0)
     crop_frames: int = Field(0, ge=0)  # random latent time crops, as ldm.unet.crop_frames; 0 = whole clips
     # Lightning precision for this model's training (e.g. bf16-mixed, or auto: bf16 only where the
-    # hardware runs it natively, foley_core/hardware.py); null = trainer.precision.
+    # hardware runs it natively, foley_core/core/hardware.py); null = trainer.precision.
     precision: str | None = None
     # Texts per batch through the conditioning text encoder when the fine-tunes embed their texts
     # (this adapter fine-tune and `foley finetune`): the paper's dev set gives ~8,700 texts, and one
@@ -505,12 +505,13 @@ def _set(data: dict, path: str, value: str) -> None:
 
 
 def resolve_auto_precision(data: dict) -> dict:
-    """``precision: auto`` replaced by what this machine runs fast (foley_core.hardware), with
+    """``precision: auto`` replaced by what this machine runs fast (foley_core.core.hardware), with
     the choices in ``precision_resolved``. A profile without ``auto`` is returned unchanged."""
     wanted = [p for p in (*_TRAINING_PRECISIONS, _SAMPLING_PRECISION) if _get(_section(data, p), "precision") == "auto"]
     if not wanted:
         return data
-    from foley_core import hardware  # imports torch: only a profile that asks for auto needs it (docs/architecture.md)
+    # hardware imports torch: only a profile that asks for auto needs it (docs/architecture.md)
+    from foley_core.core import hardware
 
     data = dict(data)
     if data.get("ldm") is not None:  # a dict or an LdmConfig: a shallow dict either way, the caller's left as it was

@@ -4,7 +4,7 @@ settings and tensors, and the stable seeds derived from names. All are SHA-256.
 Why one module: a version is only as good as its agreement with every other version of the
 same thing. With twenty hand-rolled ``hashlib`` calls, two "clip seeds" derived different
 values and nothing said which to use. The source-code hashes (code versions) are derived in
-``foley_core.code_version``, from the syntax tree, through ``new_digest``.
+``foley_core.core.code_version``, from the syntax tree, through ``new_digest``.
 """
 
 from __future__ import annotations

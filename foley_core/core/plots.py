@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from foley_core.audio import log_mel_db
+from foley_core.core.audio import log_mel_db
 
 
 def spectrogram_png(clips: list[np.ndarray], sample_rate: int, title: str, hop_length: int = 160) -> bytes:
