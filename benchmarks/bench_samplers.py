@@ -8,7 +8,7 @@ For each sampler (DDIM, DPM-Solver++) and step count (default 5, 10, 25, 50, 200
 generates ``--clips`` selected clips the way a submission makes them (``foley_core.generation.submission.
 generate_selected``: the class's prompt, candidates, guidance, CLAP floor and ceiling, multi-target selection for
 a class without a floor, the class's own model when ``ldm.models`` routes it), with the same seeds in every
-setting (``clip_seed(profile.seed, class, slot)``). Regeneration is off by default (``--max-regenerations 0``:
+setting (``slot_seed(profile.seed, class, slot)``). Regeneration is off by default (``--max-regenerations 0``:
 one attempt, the best of the class's candidates), so every setting does the same work; raise it to count
 regenerations in the time, as the pipeline does.
 
