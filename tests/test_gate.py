@@ -47,12 +47,18 @@ def test_promote_refuses_a_nan_or_worse_model_and_nothing_moves(tmp_path):
         assert not (root / metrics["model_version"]).exists()
 
 
-def test_a_rejected_model_is_never_promoted_by_a_later_run_or_by_promotion_alone(tmp_path, monkeypatch):
+def test_a_rejected_model_is_never_promoted_by_a_later_run_or_by_promotion_alone(smoke_run, tmp_path, monkeypatch):
+    import shutil
+
     from orchestration.definitions import build_definitions
     from orchestration.runner import run_pipeline
 
+    # A copy of the shared smoke run's artifacts (its data read only): the first run finds it all fresh
+    shutil.copytree(smoke_run["root"] / "artifacts", tmp_path / "artifacts", symlinks=True)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    overrides = smoke_overrides(tmp_path)
+    overrides = smoke_overrides(smoke_run["root"])
+    overrides["paths"] = {**overrides["paths"], "artifacts_dir": str(tmp_path / "artifacts"),
+                          "outputs_dir": str(tmp_path / "outputs")}
     run_pipeline("smoke", overrides, echo=lambda line: None)
     profile = load_profile("smoke", overrides)
     root = profile.artifact_dir("pipelines")
