@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from foley_core.clap import load_clap
-from foley_core.core.layout import VARIANTS, layout
+from foley_core.core.layout import SELECTION, VARIANTS, layout
 from foley_core.data.ingest import load_manifest
-from foley_core.generation.store import SELECTION, load_clips
+from foley_core.generation.store import load_clips
 from foley_core.metrics import evaluate_dirs, kad, make_embedder
 from foley_core.metrics.distances import fad, median_bandwidth
 from foley_core.metrics.official import OFFICIAL_FOLDER_NAMES

@@ -35,16 +35,19 @@ import numpy as np
 
 from foley_core.core.fsutil import exclusive_lock, replace_symlink, staged_dir, write_text_atomic
 from foley_core.core.hashing import file_hash
-from foley_core.core.layout import layout
+from foley_core.core.layout import (
+    ACCEPTED,
+    BASE,
+    CLASS_MODELS,
+    FILES,
+    LATEST,
+    METRICS,
+    PIPELINE_CONFIG,
+    SERVED,
+    layout,
+)
+from foley_core.core.layout import PIPELINES_LOCK as LOCK
 
-PIPELINE_CONFIG = "pipeline.json"  # in a saved pipeline: its components and settings
-METRICS = "metrics.json"  # in a promoted folder: the metrics it was accepted on
-FILES = "files.json"  # in a promoted folder: relative path -> content hash, written last
-CLASS_MODELS = "models"  # in a promoted folder: models/<name>/, the pipelines some classes generate with
-LOCK = ".lock"
-ACCEPTED = "accepted_metrics.json"
-SERVED = "served.json"
-LATEST, BASE = "latest", "base"
 BASE_MODEL = "base"  # the route name of the base model inside a fine-tuned folder
 
 

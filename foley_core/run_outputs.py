@@ -13,10 +13,10 @@ import pandas as pd
 
 from foley_core.core.config import Profile
 from foley_core.core.fsutil import replace_symlink, staged_dir, write_text_atomic
-from foley_core.core.layout import layout
+from foley_core.core.layout import LATEST, SELECTION, layout
 from foley_core.core.plots import spectrogram_png
 from foley_core.core.records import lineage_rows
-from foley_core.generation.store import SELECTION, load_clips
+from foley_core.generation.store import load_clips
 from foley_core.report import ClassSection, write_report
 
 
@@ -29,7 +29,7 @@ def write_run_outputs(profile: Profile, run_label: str = "") -> Path:
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{profile.name}-{secrets.token_hex(3)}"
     with staged_dir(outputs / run_id, replace=False) as staging:
         _write_run_folder(staging, run_id, run_label, profile)
-    replace_symlink(outputs / "latest", run_id)
+    replace_symlink(outputs / LATEST, run_id)
     return outputs / run_id
 
 

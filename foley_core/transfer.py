@@ -59,7 +59,7 @@ from foley_core.core.config import Profile
 from foley_core.core.env import retrain_requested
 from foley_core.core.fsutil import staged_dir, write_text_atomic
 from foley_core.core.hashing import folder_hash, json_hash, sha256_hex
-from foley_core.core.layout import layout
+from foley_core.core.layout import CLASS_MODELS, PIPELINE_CONFIG, TRANSFER_RECORD, layout
 from foley_core.data.ingest import ingest, load_manifest
 from foley_core.data.own import snapshot_recordings
 from foley_core.data.recordings import split_by_recording
@@ -75,7 +75,7 @@ from foley_core.ldm.mel import pad_frames
 from foley_core.ldm.models import unet_downsampling, vae_downsampling
 from foley_core.ldm.modules import UnetModule, VocoderModule
 from foley_core.ldm.training import fit, fresh_if_retraining
-from foley_core.registry import CLASS_MODELS, PIPELINE_CONFIG, base_pipeline_dir, promote_finetuned, regression
+from foley_core.registry import base_pipeline_dir, promote_finetuned, regression
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ TRAIN_CHOICES = ("adapter", "unet", "all")
 # attention projections, and every UNet's resnet convolutions, time and condition projections
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "time_emb_proj", "class_embedding"]
 KEPT_VOCODER = "base-vocoder"  # models/base-vocoder/: the fine-tuned model with the base's vocoder (choose_vocoders)
-RESULT = "transfer.json"
+RESULT = TRANSFER_RECORD  # the fine-tune's record (named in layout)
 
 
 class GateRefused(RuntimeError):

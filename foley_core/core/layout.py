@@ -19,10 +19,9 @@
     outputs/<run-id>/             a run's report, metrics and clips; ``outputs/latest``
 
 Every folder is named here and nowhere else, so the Dagster layer and the CLI cannot disagree.
-Inside a folder, the one module that writes it names its files: ``registry`` (``pipelines/``:
-``latest``, ``base``, ``pipeline.json``, ``files.json``, ...), ``generation.store``
-(``selection.json``), ``transfer`` (``transfer.json``), ``data.ingest`` (``manifest.csv``), and
-everyone else imports those names rather than spelling them again.
+So is every file inside them that more than one module reads (``latest``, ``pipeline.json``,
+``selection.json``, ``transfer.json``, ...: the constants below). A file that only its own
+module writes and reads (a model's weights, a cache's index) is named by that module.
 """
 
 from __future__ import annotations
@@ -34,6 +33,19 @@ from foley_core.core.config import Profile
 from foley_core.core.hashing import sha256_hex
 
 VARIANTS = ("adapter", "identity")  # the fine-tuned adapter, and the identity-adapter ablation
+
+# The files inside those folders that more than one module reads: named here, once.
+LATEST = "latest"  # pipelines/latest: the served model; outputs/latest: the newest run
+BASE = "base"  # pipelines/base: the accepted base model
+ACCEPTED = "accepted_metrics.json"  # pipelines/: the accepted base's evaluation
+SERVED = "served.json"  # pipelines/: what latest serves and what it was accepted on
+PIPELINES_LOCK = ".lock"  # pipelines/: held while a model is promoted
+PIPELINE_CONFIG = "pipeline.json"  # a saved pipeline: its components and settings
+METRICS = "metrics.json"  # a promoted folder: the metrics it was accepted on
+FILES = "files.json"  # a promoted folder: relative path -> content hash, written last
+CLASS_MODELS = "models"  # a promoted folder: models/<name>/, the pipelines some classes generate with
+SELECTION = "selection.json"  # generation/<variant>/<Class>/: what was selected, with its scores
+TRANSFER_RECORD = "transfer.json"  # transfer/<source>/: the fine-tune's record and gate
 
 
 @dataclass(frozen=True)

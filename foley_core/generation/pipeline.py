@@ -44,7 +44,7 @@ from foley_core.clap.encoder import ClapEncoder, TrainedClapEncoder
 from foley_core.core.audio import write_text_atomic
 from foley_core.core.config import AudioConfig
 from foley_core.core.hashing import stable_seed
-from foley_core.core.layout import layout
+from foley_core.core.layout import PIPELINE_CONFIG, layout
 from foley_core.generation.adapter import EmbeddingAdapter
 from foley_core.generation.conditioning import (
     AudioLdmTextConditioner,
@@ -57,7 +57,6 @@ from foley_core.generation.conditioning import (
 )  # fmt: skip
 from foley_core.ldm.components import LdmComponents
 from foley_core.ldm.sampling import Convention, SamplerName, generate_waveforms, make_sampler
-from foley_core.registry import PIPELINE_CONFIG
 
 CONDITIONER_DIR = "conditioner"  # in a saved pipeline with an AudioLDM text encoder
 Precision = Literal["fp32", "bf16", "fp16"]

@@ -13,9 +13,8 @@ import soundfile as sf
 
 from foley_core.core.audio import write_text_atomic, write_wav_atomic
 from foley_core.core.fsutil import staged_dir
+from foley_core.core.layout import SELECTION
 from foley_core.generation.generate import ClassGeneration
-
-SELECTION = "selection.json"
 
 
 def save_class_generation(gen: ClassGeneration, folder: Path) -> dict:

@@ -14,11 +14,10 @@ import numpy as np
 from foley_core.clap import EmbeddingCache
 from foley_core.clap.cache import cached_model_version
 from foley_core.core.config import Profile
-from foley_core.core.layout import layout
+from foley_core.core.layout import CLASS_MODELS, PIPELINE_CONFIG, layout
 from foley_core.data.ingest import load_manifest
 from foley_core.generation.generate import ClassGeneration, generate_class
 from foley_core.generation.pipeline import FoleyPipeline, place
-from foley_core.registry import CLASS_MODELS, PIPELINE_CONFIG
 
 log = logging.getLogger(__name__)
 
