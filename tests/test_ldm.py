@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -81,13 +80,12 @@ def dataset(tmp_path_factory) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
 
 
 @pytest.fixture(scope="module")
-def trained(dataset, tmp_path_factory) -> tuple[Path, dict, float]:
+def trained(dataset, tmp_path_factory) -> tuple[Path, dict]:
     """The whole smoke LDM (VAE, vocoder, UNet at the profile's 5 steps each), trained once."""
     manifest, conditioning = dataset
     out = tmp_path_factory.mktemp("ldm") / "pretrained_ldm"
-    started = time.perf_counter()
     metrics = train_ldm(_profile(out.parent), manifest, conditioning, out, report_clips=3)
-    return out, metrics, time.perf_counter() - started
+    return out, metrics
 
 
 def _condition_rows(dataset, count: int) -> torch.Tensor:
@@ -119,9 +117,10 @@ def test_griffin_lim_fallback_returns_the_clip_length():
     assert rebuilt.shape == wave.shape and torch.isfinite(rebuilt).all()
 
 
-def test_smoke_ldm_trains_well_under_a_minute(trained):
-    out, metrics, seconds = trained
-    assert seconds < 60
+def test_smoke_ldm_trains_its_steps_and_saves_safetensors(trained):
+    # How fast it trains is the benchmarks' to say (docs/benchmarks.md), not a unit test's: a timed
+    # assertion fails on a slower or busier machine and proves nothing about the code.
+    out, metrics = trained
     for name in ("vae", "vocoder", "unet"):
         assert metrics[name]["steps"] == 5
         assert np.isfinite([metrics[name]["loss_first"], metrics[name]["loss_final"]]).all()
@@ -234,7 +233,7 @@ def test_a_killed_run_resumes_to_the_same_final_step(dataset, tmp_path):
 
 
 def test_save_load_round_trip_gives_equal_outputs(trained, dataset, tmp_path):
-    out, _, _ = trained
+    out, _ = trained
     first = LdmComponents.load(out)
     first.save(tmp_path / "copy")
     second = LdmComponents.load(tmp_path / "copy")
@@ -253,7 +252,7 @@ def test_save_load_round_trip_gives_equal_outputs(trained, dataset, tmp_path):
 
 
 def test_loading_refuses_pickled_weights(trained, tmp_path):
-    out, _, _ = trained
+    out, _ = trained
     copy = tmp_path / "pickled"
     components = LdmComponents.load(out)
     components.save(copy)
