@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
 from foley_core.core.config import load_profile
 
@@ -28,6 +29,17 @@ def smoke_profile(tmp_path):
         return load_profile("smoke", base)
 
     return make
+
+
+@pytest.fixture
+def bare_profile(tmp_path) -> Path:
+    """A profile file: the smoke profile pointed at an empty artifacts folder (no CLAP, no model)."""
+    profile = load_profile("smoke").model_dump(mode="json")
+    profile["paths"] = {"data_dir": str(tmp_path / "data"), "artifacts_dir": str(tmp_path / "artifacts"),
+                        "outputs_dir": str(tmp_path / "outputs")}
+    path = tmp_path / "bare.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
 
 
 @pytest.fixture

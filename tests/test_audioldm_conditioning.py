@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import yaml
 from audioldm_fixtures import CONDITION_DIM, make_tiny_audioldm_folder
 from click.testing import CliRunner
 from diffusers import AudioLDMPipeline, EulerAncestralDiscreteScheduler
@@ -194,16 +193,6 @@ def test_a_paper_style_profile_conditions_through_the_audioldm_encoder_and_score
 
 # --- the CLI --------------------------------------------------------------------------------
 
-
-@pytest.fixture
-def bare_profile(tmp_path):
-    """The smoke profile pointed at an empty artifacts folder: no CLAP, no trained model, nothing."""
-    profile = load_profile("smoke").model_dump(mode="json")
-    profile["paths"] = {"data_dir": str(tmp_path / "data"), "artifacts_dir": str(tmp_path / "artifacts"),
-                        "outputs_dir": str(tmp_path / "outputs")}
-    path = tmp_path / "bare.yaml"
-    path.write_text(yaml.safe_dump(profile))
-    return path
 
 
 def test_cli_generates_from_a_plain_audioldm_folder_with_nothing_else(audioldm, bare_profile, tmp_path):

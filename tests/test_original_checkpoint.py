@@ -27,7 +27,6 @@ from safetensors.torch import load_file
 from transformers import ClapTextModelWithProjection, SpeechT5HifiGan, SpeechT5HifiGanConfig
 
 import foley_core.ldm.original_checkpoint as original
-from foley_core.core.config import load_profile
 from foley_core.ldm.original_checkpoint import (
     OriginalCheckpointError,
     convert_original_checkpoint,
@@ -197,16 +196,6 @@ def winners(tmp_path_factory):
     targets = torch.cat([embeddings, torch.full((N_TARGETS, 1), 0.75)], dim=1)
     return write_original(root, original_state(models, clap, targets)), models, clap.eval(), targets
 
-
-@pytest.fixture
-def bare_profile(tmp_path):
-    """The smoke profile pointed at an empty artifacts folder (no CLAP trained, no model)."""
-    profile = load_profile("smoke").model_dump(mode="json")
-    profile["paths"] = {"data_dir": str(tmp_path / "data"), "artifacts_dir": str(tmp_path / "artifacts"),
-                        "outputs_dir": str(tmp_path / "outputs")}
-    path = tmp_path / "bare.yaml"
-    path.write_text(yaml.safe_dump(profile))
-    return path
 
 
 def _same(state: dict, reference: dict) -> list[str]:
