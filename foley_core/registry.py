@@ -19,7 +19,7 @@ Two ways in, one rule each:
   the new base, which ``finetuned_model`` does at once when the profile names
   ``transfer.source``, and `foley finetune SOURCE` does by hand.
 - ``promote_finetuned``: a fine-tune that beat its base on held-out recordings
-  (``foley_core.transfer.gate``). It becomes the served model; the accepted base is unchanged.
+  (``foley_core.transfer.gating``). It becomes the served model; the accepted base is unchanged.
 
 Every promoted folder records each file's content hash (``files.json``); ``verify_model`` checks
 them before a model is loaded, so a damaged or missing file is a one-line error that names it.

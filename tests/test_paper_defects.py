@@ -245,7 +245,7 @@ def test_the_batch_is_a_config_value_for_the_adapter_fine_tune(roberta_audioldm,
 
 def test_foley_finetune_embeds_its_texts_in_bounded_batches(roberta_audioldm, tmp_path, monkeypatch):
     """``transfer.finetune_generator`` encodes every (clip, text) pair through the base's conditioner."""
-    import foley_core.transfer as transfer  # where finetune_generator looks the names up
+    import foley_core.transfer.training as transfer  # where finetune_generator looks the names up
     from foley_core.generation.pipeline import FoleyPipeline
     from foley_core.transfer import finetune_generator
 

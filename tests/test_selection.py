@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from foley_core.clap.similarity import cosine_scores
 from foley_core.generation.adapter import EmbeddingAdapter
-from foley_core.generation.selection import best_candidate, cosine_scores, select_slot
+from foley_core.generation.selection import best_candidate, select_slot
 
 
 def test_cosine_scores_match_definition():

@@ -124,10 +124,10 @@ def own_model(smoke_run, tmp_path):
 
 
 def _verdict(monkeypatch, problems: list[str]) -> None:
-    import foley_core.transfer
+    import foley_core.transfer.gating
 
     # the transfer gate's rule (registry.regression, as transfer.gate calls it)
-    monkeypatch.setattr(foley_core.transfer, "regression", lambda *args, **kwargs: list(problems))
+    monkeypatch.setattr(foley_core.transfer.gating, "regression", lambda *args, **kwargs: list(problems))
 
 
 def test_the_fine_tuned_vocoder_serves_a_class_only_when_closer_by_fad_and_kad():
@@ -140,14 +140,14 @@ def test_the_fine_tuned_vocoder_serves_a_class_only_when_closer_by_fad_and_kad()
 
 
 def test_a_fine_tune_past_the_gate_is_a_new_version_with_its_lineage(own_model, recordings, monkeypatch):
-    import foley_core.transfer
+    import foley_core.transfer.training
 
     profile, profile_file = own_model
     base = latest_pipeline_dir(profile)
     _verdict(monkeypatch, [])
     # which vocoder wins on tiny data is chance: DogBark (asked first) keeps the fine-tuned one, GunShot the base's
     answers = iter([True, False])
-    monkeypatch.setattr(foley_core.transfer, "keeps_finetuned_vocoder", lambda finetuned, base_: next(answers))
+    monkeypatch.setattr(foley_core.transfer.training, "keeps_finetuned_vocoder", lambda finetuned, base_: next(answers))
     result = CliRunner().invoke(main, ["finetune", str(recordings), "--profile", str(profile_file), "--train", "all"])
     assert result.exit_code == 0, result.output
     assert "promoted ft-" in result.output and "CLAP zero-shot" in result.output

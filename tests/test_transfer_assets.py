@@ -151,7 +151,7 @@ def transfer_run(smoke_run, tmp_path, monkeypatch):
 
 
 def _gate_says(monkeypatch, problems):
-    import foley_core.transfer as transfer
+    import foley_core.transfer.run as transfer  # where finetune_on_recordings looks gate up
 
     real = transfer.gate
     monkeypatch.setattr(transfer, "gate", lambda *a, **k: {**real(*a, **k), "problems": problems})

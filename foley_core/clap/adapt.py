@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from foley_core.clap.encoder import TrainedClapEncoder, save_trained
 from foley_core.clap.evaluate import read_clips
+from foley_core.clap.similarity import cosine_matrix
 from foley_core.core.config import Profile
 from foley_core.core.progress import TerminalProgress
 from foley_core.core.resume import Draw, RngState, SeededDataModule, sample_rng
@@ -51,7 +52,7 @@ def zero_shot_accuracy(encoder: TrainedClapEncoder, paths: list[str], labels: li
     if not paths:
         return {"accuracy": float("nan"), "per_class": {}, "clips": 0}
     audio = encoder.encode_audio(read_clips(paths, encoder.sample_rate), encoder.sample_rate)
-    predicted = np.array(classes)[(audio @ prompts.T).argmax(1).numpy()]
+    predicted = np.array(classes)[cosine_matrix(audio, prompts).argmax(1).numpy()]
     labels = np.asarray(labels)
     return {"accuracy": float((predicted == labels).mean()), "clips": len(labels),
             "per_class": {c: float((predicted[labels == c] == c).mean()) for c in classes if (labels == c).any()}}

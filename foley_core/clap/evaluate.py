@@ -9,6 +9,7 @@ import pandas as pd
 import soundfile as sf
 import torch
 
+from foley_core.clap.similarity import cosine_matrix
 from foley_core.core.config import Profile
 
 PARAPHRASES = "paraphrase_prompts.csv"
@@ -38,7 +39,7 @@ def _normalised_mean(rows: torch.Tensor) -> torch.Tensor:
 
 def recall_at_k(text: torch.Tensor, audio: torch.Tensor, ks=(1, 5)) -> dict[str, float]:
     """Caption i should retrieve clip i: rank of the true clip among all clips by cosine."""
-    sims = text @ audio.T
+    sims = cosine_matrix(text, audio)
     true = sims.diagonal().unsqueeze(1)
     rank = (sims > true).sum(dim=1)  # 0 = retrieved first
     return {f"recall_at_{k}": float((rank < k).float().mean()) for k in ks}
@@ -57,7 +58,7 @@ def evaluate_clap(encoder, manifest_val: pd.DataFrame, profile: Profile, paraphr
     labels = manifest_val["class"].to_numpy()[is_target]
     target_audio = audio[torch.tensor(is_target)]
     prompts = torch.stack([_normalised_mean(encoder.encode_text(profile.class_config(c).prompts)) for c in classes])
-    predicted = np.array(classes)[(target_audio @ prompts.T).argmax(1).numpy()]
+    predicted = np.array(classes)[cosine_matrix(target_audio, prompts).argmax(1).numpy()]
     metrics["zero_shot_accuracy"] = float((predicted == labels).mean())
     metrics["zero_shot_per_class"] = {c: float((predicted[labels == c] == c).mean()) for c in classes}
 
@@ -74,8 +75,8 @@ def paraphrase_scores(encoder, paraphrases: pd.DataFrame, classes: list[str], la
     rows = paraphrases[paraphrases["class"].isin(classes)]
     prompt_emb = encoder.encode_text(list(rows["prompt"]))
     centroids = torch.stack([_normalised_mean(audio[torch.tensor(labels == c)]) for c in classes])
-    nearest_class = np.array(classes)[(prompt_emb @ centroids.T).argmax(1).numpy()]
-    retrieved = labels[(prompt_emb @ audio.T).argmax(1).numpy()]
+    nearest_class = np.array(classes)[cosine_matrix(prompt_emb, centroids).argmax(1).numpy()]
+    retrieved = labels[cosine_matrix(prompt_emb, audio).argmax(1).numpy()]
     truth = rows["class"].to_numpy()
     wrong = [f"{p!r}->{n}" for p, n, t in zip(rows["prompt"], nearest_class, truth) if n != t]
     return {

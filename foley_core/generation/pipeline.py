@@ -41,6 +41,7 @@ from transformers import SpeechT5HifiGanConfig
 
 from foley_core.clap import load_clap
 from foley_core.clap.encoder import ClapEncoder, TrainedClapEncoder
+from foley_core.clap.similarity import cosine_scores
 from foley_core.core.audio import write_text_atomic
 from foley_core.core.config import AudioConfig
 from foley_core.core.hashing import stable_seed
@@ -221,8 +222,7 @@ class FoleyPipeline:
             reference = raw.cpu().numpy()  # the same CLAP text embeddings: no second pass
         else:
             reference = clap.encode_text(prompts).cpu().numpy()
-        reference = reference / np.linalg.norm(reference, axis=-1, keepdims=True).clip(1e-12)
-        scores = np.einsum("pcd,pd->pc", audio.reshape(len(prompts), n_candidates, -1), reference)
+        scores = cosine_scores(audio.reshape(len(prompts), n_candidates, -1), reference[:, None, :])
         best = scores.argmax(axis=1)
         return GenerationOutput(candidates[np.arange(len(prompts)), best], candidates, scores, best, self.sample_rate)
 

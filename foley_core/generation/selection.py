@@ -36,13 +36,6 @@ class SlotSelection:
         return [s for attempt in self.scores for s in attempt]
 
 
-def cosine_scores(audio_embeddings: np.ndarray, target_embeddings: np.ndarray) -> np.ndarray:
-    """Row-wise cosine between (n, d) audio embeddings and (n, d) or (d,) targets."""
-    audio = audio_embeddings / np.linalg.norm(audio_embeddings, axis=-1, keepdims=True).clip(1e-12)
-    target = target_embeddings / np.linalg.norm(target_embeddings, axis=-1, keepdims=True).clip(1e-12)
-    return np.sum(audio * target, axis=-1)
-
-
 def best_candidate(scores: np.ndarray, floor: float | None, ceiling: float | None) -> int | None:
     """Index of the highest score in [floor, ceiling), or None if none qualifies (None: no bound)."""
     ok = scores < (np.inf if ceiling is None else ceiling)

@@ -1,49 +1,19 @@
-"""Pipeline evaluation: per-class distances of generated clips to held-out real clips, class
-consistency, and the selection x adapter ablation (the gate on them is ``foley_core.registry``).
-Distances use a pluggable embedder (log-mel statistics offline by default)."""
+"""The evaluation stage: the selected clips of a model against held-out clips, class consistency, the selection x adapter ablation."""
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from foley_core.clap import load_clap
 from foley_core.core.layout import SELECTION, VARIANTS, layout
 from foley_core.data.ingest import load_manifest
+from foley_core.evaluation.consistency import class_consistency, consistent_classes, distance_row
+from foley_core.evaluation.official import official_fad, official_fad_skip_reason
 from foley_core.generation.store import load_clips
-from foley_core.metrics import evaluate_dirs, kad, make_embedder
-from foley_core.metrics.distances import fad, median_bandwidth
-from foley_core.metrics.official import OFFICIAL_FOLDER_NAMES
-
-# Published DCASE 2023 Task 7 Track A figures (official VGGish FAD on the evaluation set, mean over 7 classes).
-PUBLISHED_FAD = {"winning system (Yuan et al.)": 4.765, "DCASE baseline": 9.7}
-
-
-def distance_row(generated: np.ndarray, reference: np.ndarray) -> dict:
-    """FAD and KAD of generated embeddings to reference embeddings. KAD's RBF bandwidth is the
-    median heuristic on the *reference* alone, as in `foley evaluate`: every system scored
-    against one reference shares one kernel, so the ablation, the gate and the CLI compare
-    like with like."""
-    return {"fad": float(fad(generated, reference)),
-            "kad": float(kad(generated, reference, bandwidth=median_bandwidth(reference)))}
-
-
-def class_consistency(generated: dict[str, np.ndarray], references: dict[str, np.ndarray]) -> pd.DataFrame:
-    """FAD of each class's generated clips (rows) to each class's held-out clips (columns)."""
-    table = pd.DataFrame(index=list(generated), columns=list(references), dtype=float)
-    for g, g_emb in generated.items():
-        for r, r_emb in references.items():
-            table.loc[g, r] = fad(g_emb, r_emb)
-    return table
-
-
-def consistent_classes(table: pd.DataFrame) -> list[str]:
-    """Classes whose generated clips are closer to their own class than to every other class."""
-    return [c for c in table.index if c in table.columns and table.loc[c].idxmin() == c]
+from foley_core.metrics import make_embedder
 
 
 def read_json(path: Path) -> dict | None:
@@ -78,36 +48,6 @@ def make_profile_embedder(profile):
         encoder = load_clap(profile)
     return make_embedder(name, vggish_weights=weights, clap_encoder=encoder,
                          clap_sample_rate=getattr(encoder, "sample_rate", profile.audio.sample_rate))
-
-
-def official_fad_skip_reason(profile) -> str | None:
-    """Why the official DCASE FAD cannot be computed for this profile, in words for the metrics and the
-    report (None: it can). A configured VGGish file that is missing is said out loud, never silently skipped."""
-    weights = profile.evaluation.vggish_weights
-    if weights is None:
-        return "evaluation.vggish_weights is not set"
-    if not profile.resolve(weights).is_file():
-        return (f"VGGish weights {profile.resolve(weights)} not found (evaluation.vggish_weights): put torchvggish's "
-                "vggish-10086976.pth there")
-    if not any(c in OFFICIAL_FOLDER_NAMES for c in profile.class_names):
-        return "no class of this profile has official DCASE statistics"
-    return None
-
-
-def official_fad(profile, dcase_dir: Path) -> dict | None:
-    """Per-class FAD of the exported clips against the official DCASE evaluation statistics
-    (VGGish, the challenge's own pre-processing), when VGGish weights are configured and present;
-    None otherwise (``official_fad_skip_reason`` says why)."""
-    reason = official_fad_skip_reason(profile)
-    if reason is not None:
-        if profile.evaluation.vggish_weights is not None:  # asked for and not possible: a warning, not silence
-            logging.getLogger(__name__).warning("official DCASE FAD skipped: %s", reason)
-        return None
-    weights = profile.evaluation.vggish_weights
-    classes = [c for c in profile.class_names if c in OFFICIAL_FOLDER_NAMES]
-    result = evaluate_dirs(dcase_dir, "official", make_embedder("vggish", vggish_weights=profile.resolve(weights)), classes)
-    return {"per_class": {c: row["fad"] for c, row in result["classes"].items()},
-            "mean_fad": result["mean"]["fad"], "published_mean_fad": PUBLISHED_FAD}
 
 
 def evaluate_generation(profile, model_version: str) -> dict:
