@@ -71,6 +71,10 @@ class Layout:
     def embeddings(self, label: str) -> Path:
         return self.root / "clap_embeddings" / label
 
+    def embeddings_for_clap(self, label: str, clap_version: str) -> Path:
+        """A class's clips embedded by another CLAP than the profile's (an adapted one selects with it)."""
+        return self.root / "clap_embeddings_by_clap" / clap_version[:16] / label
+
     @property
     def ldm(self) -> Path:
         return self.root / "ldm"

@@ -27,27 +27,32 @@ def class_targets(pipeline: FoleyPipeline, profile: Profile, label: str, n_clips
     system): slot i is scored against the CLAP audio embedding of real training clip i mod n.
     Only the training split: the evaluation measures the class's FAD against its held-out (val)
     clips, and clips selected to sit near those would be scored partly against their own targets.
-    The embeddings come from the profile's embedding cache; None for classes with a floor, or (with
-    a warning) when no training clip of the class is cached under the pipeline's CLAP, in which case
-    the slots are scored against the prompt as every other class is."""
+    The targets are embedded by the CLAP that selects: the profile's embedding cache when that is
+    the pipeline's CLAP, else (a fine-tune's adapted CLAP) a cache of that CLAP's own, filled once.
+    None for classes with a floor, or (with a warning) when the class has no training clip."""
     if profile.class_config(label).clap_floor is not None:
         return None
     where = layout(profile)
     clap = pipeline.scoring_clap()  # ScoringUnavailable when there is no CLAP: multi-target needs one
-    if cached_model_version(where.embeddings(label)) != clap.version:  # never reset another CLAP's cache
-        log.warning(f"{label}: no CLAP audio embeddings of its clips cached for this model's CLAP; "
-                    "scoring against the prompt")
-        return None
     try:
         rows = load_manifest(where.dataset, [label])
-        rows = rows[rows["split"] == "train"]  # never the held-out clips the evaluation compares with
-        cached = EmbeddingCache(where.embeddings(label), clap.version).audio(rows["content_hash"])
-    except (FileNotFoundError, KeyError) as exc:
-        log.warning(f"{label}: no cached CLAP audio embeddings of its clips ({exc}); scoring against the prompt")
+    except FileNotFoundError as exc:
+        log.warning(f"{label}: no dataset to take targets from ({exc}); scoring against the prompt")
         return None
-    if not len(cached):
+    rows = rows[rows["split"] == "train"]  # never the held-out clips the evaluation compares with
+    if rows.empty:
         log.warning(f"{label}: no training clips in the dataset; scoring against the prompt")
         return None
+    hashes = rows["content_hash"]
+    if cached_model_version(where.embeddings(label)) == clap.version:
+        try:
+            cached = EmbeddingCache(where.embeddings(label), clap.version).audio(hashes)  # the clap_embeddings asset's
+            return cached[np.arange(n_clips) % len(cached)]
+        except KeyError:  # clips the asset has not embedded: done below, beside its cache, never inside it
+            pass
+    cache = EmbeddingCache(where.embeddings_for_clap(label, clap.version), clap.version)  # each CLAP its own
+    cache.update_audio(clap, rows)  # embeds only what this CLAP has not embedded yet
+    cached = cache.audio(hashes)
     return cached[np.arange(n_clips) % len(cached)]
 
 
