@@ -305,6 +305,7 @@ def generate(prompt: str, class_name: str | None, n_candidates: int | None, guid
     from foley_core.core.config import GenerationConfig
     from foley_core.export import write_dcase_clip
     from foley_core.generation.pipeline import ScoringUnavailable, resolve_device
+    from foley_core.generation.prompts import chosen_prompt
 
     min_seconds = 0.1  # a clip must hold some sound (2,205 samples at 22,050 Hz), not an empty wav
 
@@ -320,7 +321,7 @@ def generate(prompt: str, class_name: str | None, n_candidates: int | None, guid
         if class_name not in prof.class_names:
             raise UserError(f"unknown class {class_name!r}; choose one of {', '.join(prof.class_names)}")
         cfg = prof.class_config(class_name)
-        prompt = prompt or cfg.prompts[0]
+        prompt = prompt or chosen_prompt(prof, class_name)  # the prompt search's winner, if it ran
         n_candidates = cfg.candidates if n_candidates is None else n_candidates  # -n 0 is an error, not "default"
         guidance = cfg.guidance if guidance is None else guidance
     if not "".join(ch for ch in prompt if ch.isprintable()).strip():  # control characters alone say nothing either

@@ -16,6 +16,7 @@ from foley_core.core.fsutil import replace_symlink, staged_dir, write_text_atomi
 from foley_core.core.layout import LATEST, SELECTION, layout
 from foley_core.core.plots import spectrogram_png
 from foley_core.core.records import lineage_rows
+from foley_core.generation.prompts import prompt_table
 from foley_core.generation.store import load_clips
 from foley_core.report import ClassSection, write_report
 
@@ -60,6 +61,12 @@ def _write_run_folder(folder: Path, run_id: str, run_label: str, profile: Profil
     if metrics.get("precision"):  # absent in metrics of models evaluated before precision was recorded
         tables["Precision: each network's training and sampling precision (auto resolved on this machine)"] = \
             pd.DataFrame({"precision": metrics["precision"]})
+    if where.prompts.is_file():  # the prompt search (class_prompts asset): every candidate, the winner marked
+        search = json.loads(where.prompts.read_text())
+        table = prompt_table(search)
+        if len(table):
+            tables[f"Prompt per class: {search['clips_per_prompt']} clips per prompt, CLAP cosine to the class's "
+                   "training clips (own), to the nearest other class (other); the highest margin is chosen"] = table
     official = metrics.get("official")
     if official:
         rows = {**official["per_class"], "mean": official["mean_fad"],

@@ -35,6 +35,7 @@ from foley_core.export import clip_name, validate_dcase, write_dcase_clip
 from foley_core.generation.conditioning import load_conditioner, pretrained_audioldm_source
 from foley_core.generation.finetune import finetune_adapter
 from foley_core.generation.pipeline import assemble_pipeline, resolve_device
+from foley_core.generation.prompts import choose, class_centroids, prompt_table, score_prompts
 from foley_core.generation.store import load_clips, save_class_generation
 from foley_core.generation.submission import generate_selected
 from foley_core.ldm.importing import import_audioldm, imports_pretrained_as_is, recorded_version
@@ -223,6 +224,37 @@ def model_version(profile: Profile) -> str:
 
 
 # ---------------------------------------------------------------- generation
+def choose_prompts(profile: Profile) -> StageResult:
+    """The prompt search: each class's candidate prompts generate a few clips, scored against the
+    class's training clips (``generation.prompts``); generation then uses each class's winner."""
+    where = layout(profile)
+    clips = profile.generation.prompt_search_clips
+    record: dict = {"clips_per_prompt": clips, "model_version": model_version(profile), "classes": {}}
+    if clips:
+        pipelines: dict = {}
+        for label in profile.class_names:
+            model = profile.model_of(label)
+            if model not in pipelines:
+                pipelines[model] = assemble_pipeline(profile, "adapter", model)
+        clap_version = pipelines[profile.model_of(profile.class_names[0])].scoring_clap().version
+        record["clap_version"] = clap_version
+        train = load_manifest(where.dataset, profile.class_names)
+        train = train[train["split"] == "train"]  # the held-out clips stay unseen until the evaluation
+        embedded = cached_audio_embeddings(profile, clap_version, train)
+        centroids = class_centroids({label: [embedded[h] for h in rows["content_hash"]]
+                                     for label, rows in train.groupby("class")})
+        for label in profile.class_names:
+            rows = score_prompts(pipelines[profile.model_of(label)], profile, label, centroids, clips)
+            record["classes"][label] = {"winner": choose(rows), "candidates": rows}
+    else:
+        record["classes"] = {c.name: {"winner": c.prompts[0], "candidates": []} for c in profile.classes}
+    write_text_atomic(where.prompts, json.dumps(record, indent=2))
+    table = prompt_table(record)
+    winners = {label: entry["winner"] for label, entry in record["classes"].items()}
+    return StageResult(json_hash(winners)[:16], where.prompts, {"winners": winners, "clips_per_prompt": clips},
+                       {"prompts": table.to_markdown(index=False) if len(table) else "no search (prompt_search_clips: 0)"})
+
+
 def generate_candidates(profile: Profile, label: str) -> StageResult:
     """A class's clips with the fine-tuned adapter and with the identity ablation (same seeds)."""
     where = layout(profile)

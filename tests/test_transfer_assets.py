@@ -28,7 +28,7 @@ from orchestration.runner import run_pipeline
 
 TINY = {"steps": 3, "clap_steps": 2, "vocoder_steps": 2, "eval_clips_per_class": 2, "batch_size": 4, "clap_batch_size": 4}
 BASE = ["raw_foley_data", "foley_dataset", "clap_model", "clap_embeddings", "pretrained_ldm", "finetuned_adapter",
-        "generated_candidates", "selected_outputs", "evaluation_metrics", "promoted_pipeline", "foley_report"]
+        "class_prompts", "generated_candidates", "selected_outputs", "evaluation_metrics", "promoted_pipeline", "foley_report"]
 
 
 def write_recordings(root, rate=16000):

@@ -99,13 +99,16 @@ class ClassConfig(_Strict):
     guidance: float = Field(2.5, ge=0)
     clap_floor: float | None = Field(None, ge=-1, le=1)
     model: Literal["small", "big"] = "small"
+    # More prompts for the prompt search to try (class_prompts asset), beside ``prompts`` and the
+    # held-out paraphrases; generation uses the winner (docs/prompts.md).
+    extra_prompts: list[str] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
     def _plain_name(cls, name: str) -> str:
         return _check_plain_name(name)
 
-    @field_validator("prompts")
+    @field_validator("prompts", "extra_prompts")
     @classmethod
     def _non_empty_prompts(cls, prompts: list[str]) -> list[str]:
         for prompt in prompts:
@@ -348,6 +351,9 @@ class GenerationConfig(_Strict):
     # DDIM's eta, passed to every scheduler whose step takes one (as diffusers' pipelines do): 0 is
     # deterministic DDIM, 1 adds DDPM-like noise at each step, drawn from each clip's own generator.
     eta: float = Field(0.0, ge=0, le=1)
+    # The prompt search (class_prompts asset): clips generated per candidate prompt of a class,
+    # scored against the class's training clips; 0 = no search, every class uses its first prompt.
+    prompt_search_clips: int = Field(2, ge=0, le=16)
 
     @field_validator("device")
     @classmethod

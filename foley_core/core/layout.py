@@ -108,6 +108,11 @@ class Layout:
         """`foley finetune SOURCE`: the fine-tune on a folder of recordings, its gate clips and record."""
         return self.root / "transfer" / name
 
+    @property
+    def prompts(self) -> Path:
+        """The prompt search's record (class_prompts asset): each class's candidates, scores, winner."""
+        return self.root / "prompts" / "prompts.json"
+
     def generation(self, variant: str, label: str | None = None) -> Path:
         root = self.root / "generation" / variant
         return root / label if label else root

@@ -55,11 +55,12 @@ class ClassGeneration:
 
 def generate_class(pipeline: FoleyPipeline, profile: Profile, class_name: str, n_clips: int, *,
                    targets: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None,
-                   stage: str | None = None) -> ClassGeneration:
+                   stage: str | None = None, prompt: str | None = None) -> ClassGeneration:
     """``n_clips`` selected clips of ``class_name``; live progress in the terminal (``stage`` names
-    it, default "generate <class>"; see foley_core.core.progress) and ``progress(done, total)`` per clip."""
+    it, default "generate <class>"; see foley_core.core.progress) and ``progress(done, total)`` per clip.
+    ``prompt``: the class's text (the prompt search's winner); default its first configured prompt."""
     cfg = profile.class_config(class_name)
-    prompt = cfg.prompts[0]
+    prompt = prompt or cfg.prompts[0]
     multi_target = targets is not None and cfg.clap_floor is None
     floor = MULTI_TARGET_START_FLOOR if multi_target else cfg.clap_floor
     selectors = [SlotSelector(floor, profile.generation.clap_ceiling, 3 if multi_target else 0) for _ in range(n_clips)]

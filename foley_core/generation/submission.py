@@ -18,6 +18,7 @@ from foley_core.core.layout import CLASS_MODELS, PIPELINE_CONFIG, layout
 from foley_core.data.ingest import load_manifest
 from foley_core.generation.generate import ClassGeneration, generate_class
 from foley_core.generation.pipeline import FoleyPipeline, place
+from foley_core.generation.prompts import chosen_prompt
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,11 @@ def class_targets(pipeline: FoleyPipeline, profile: Profile, label: str, n_clips
 
 def generate_selected(pipeline: FoleyPipeline, profile: Profile, label: str, n_clips: int,
                       progress: Callable[[int, int], None] | None = None, stage: str | None = None) -> ClassGeneration:
-    """``n_clips`` selected clips of a class, with the profile's per-class selection settings."""
+    """``n_clips`` selected clips of a class, with the profile's per-class selection settings and
+    the class's chosen prompt (``generation.prompts.chosen_prompt``)."""
     targets = class_targets(pipeline, profile, label, n_clips)
-    return generate_class(pipeline, profile, label, n_clips, targets=targets, progress=progress, stage=stage)
+    return generate_class(pipeline, profile, label, n_clips, targets=targets, progress=progress, stage=stage,
+                          prompt=chosen_prompt(profile, label))
 
 
 def pipeline_for_class(default: FoleyPipeline, folder: Path | None, profile: Profile, label: str,

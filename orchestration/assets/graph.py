@@ -1,7 +1,7 @@
 """The pipeline's assets for one profile, wired by name through their inputs:
 
     raw_foley_data -> foley_dataset[class] -> clap_model -> clap_embeddings[class] -> pretrained_ldm
-    -> finetuned_adapter -> generated_candidates[class] -> selected_outputs[class]
+    -> finetuned_adapter -> class_prompts -> generated_candidates[class] -> selected_outputs[class]
     -> evaluation_metrics (+ blocking checks) -> promoted_pipeline -> foley_report
 
 and, when the profile names ``transfer.source`` (a folder of the user's own recordings):
@@ -131,16 +131,28 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
         return run_stage(context, foley, stages.finetune_adapters, pretrained_ldm=pretrained_ldm,
                             clap_embeddings=clap_embeddings)
 
+    @asset(**common, ins=ins("finetuned_adapter", "clap_embeddings"), group_name="generation", pool=COMPUTE,
+           code_version=version(stages.choose_prompts),
+           description="The best prompt per class: the configured prompts, the held-out paraphrases and the "
+                       "user's extra_prompts each generate a few clips, scored against the class's training clips "
+                       "(closer to its own class than to any other); generation uses each class's winner.")
+    def class_prompts(context: AssetExecutionContext, foley: FoleyProfile, finetuned_adapter: Artifact,
+                      clap_embeddings: dict):
+        return run_stage(context, foley, stages.choose_prompts, finetuned_adapter=finetuned_adapter,
+                         clap_embeddings=clap_embeddings)
+
     @asset(**common, group_name="generation", pool=COMPUTE, partitions_def=class_parts,
            ins={"finetuned_adapter": AssetIn(key("finetuned_adapter")),
+                "class_prompts": AssetIn(key("class_prompts")),
                 "clap_embeddings": AssetIn(key("clap_embeddings"), partition_mapping=same_class)},
            code_version=version(stages.generate_candidates),
            description="N candidates per clip in one batch, scored by CLAP; best kept (floor/ceiling, regeneration, "
                        "multi-target). Made with the fine-tuned adapter and with the identity ablation, same seeds.")
     def generated_candidates(context: AssetExecutionContext, foley: FoleyProfile, finetuned_adapter: Artifact,
-                             clap_embeddings: Artifact):
+                             class_prompts: Artifact, clap_embeddings: Artifact):
         return run_stage(context, foley, stages.generate_candidates, context.partition_key,
-                            finetuned_adapter=finetuned_adapter, clap_embeddings=clap_embeddings)
+                            finetuned_adapter=finetuned_adapter, class_prompts=class_prompts,
+                            clap_embeddings=clap_embeddings)
 
     @asset(**common, ins=ins("generated_candidates"), group_name="generation", partitions_def=class_parts,
            code_version=version(stages.export_class),
@@ -232,5 +244,5 @@ def build_assets(profile: Profile) -> tuple[list[AssetsDefinition], list]:
         transfer, transfer_checks = [finetuned_model], [transfer_gate]
 
     assets = [raw_foley_data, *own, foley_dataset, clap_model, clap_embeddings, pretrained_ldm, finetuned_adapter,
-              generated_candidates, selected_outputs, evaluation_metrics, promoted_pipeline, foley_report, *transfer]
+              class_prompts, generated_candidates, selected_outputs, evaluation_metrics, promoted_pipeline, foley_report, *transfer]
     return assets, [dcase_export_valid, no_quality_regression, *transfer_checks]
