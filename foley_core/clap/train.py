@@ -13,6 +13,7 @@ import json
 import math
 import shutil
 import time
+from functools import cache
 from pathlib import Path
 from typing import Sequence
 
@@ -35,7 +36,7 @@ from foley_core.core.env import retrain_requested
 from foley_core.core.hashing import json_hash
 from foley_core.core.progress import TerminalProgress
 from foley_core.core.resume import Draw, RngState, SeededDataModule, resume_checkpoint, sample_rng
-from foley_core.core.training import build_trainer
+from foley_core.core.training import build_trainer, fit_on_ranks, world_size
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.json"
@@ -73,11 +74,19 @@ class CaptionedClips(Dataset):
         return torch.from_numpy(clip.astype(np.float32) / 32767.0), self.text_inputs[index]
 
 
+@cache
+def contrastive_loss(rank: int, ranks: int):
+    """laion's ``ClipLoss``. Under DDP it gathers every rank's embeddings with their gradients, so each
+    clip is contrasted with the whole global batch, as on one process (not with its rank's share only).
+    A function, not a module attribute: the module is pickled to the ranks, where laion's privately
+    loaded package (``_laion.py``) has no importable name."""
+    return clap_module().ClipLoss(gather_with_grad=ranks > 1, rank=rank, world_size=ranks)
+
+
 class ClapTrainingModule(pl.LightningModule):
     def __init__(self, cfg: TowerConfig, learning_rate: float, steps: int):
         super().__init__()
         self.model = SmallClap(cfg)
-        self.loss = clap_module().ClipLoss()
         self.learning_rate = learning_rate
         self.steps = steps
 
@@ -86,7 +95,7 @@ class ClapTrainingModule(pl.LightningModule):
         audio = self.model.embed_audio(waveform)
         text = self.model.embed_text_features(text_inputs)
         scale = self.model.logit_scale_a.clamp(0, math.log(100)).exp()  # laion clamps at 100
-        loss = self.loss(audio, text, scale)
+        loss = contrastive_loss(self.global_rank, self.trainer.world_size)(audio, text, scale)
         self.log("train/loss", loss, on_step=True, prog_bar=False)
         self.log("train/logit_scale", scale, on_step=True)
         return loss
@@ -130,14 +139,23 @@ def train_clap(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, parap
     crop = int(round(profile.clap.crop_seconds * cfg.sample_rate))
     dataset = CaptionedClips(read_clips(train["abs_path"], cfg.sample_rate), text_inputs, crop)
     data = SeededDataModule(dataset, profile.clap.batch_size, profile.trainer.num_workers, profile.seed)
-    trainer = _trainer(profile, out_dir, callbacks)
+    settings = _trainer_settings(profile, out_dir, callbacks)
     last = out_dir / CHECKPOINTS / "last.ckpt"
     _discard_stale_checkpoints(out_dir / CHECKPOINTS, _run_fingerprint(profile, train))
     resume = resume_checkpoint(out_dir / CHECKPOINTS)
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=True)
-    trainer.save_checkpoint(last)  # step-based saving skips the final step; resuming needs it
-    train_seconds = time.perf_counter() - started
+    processes = world_size(profile)
+    if processes > 1:  # the ranks save `last` too; this process goes on with the trained state
+        # their output beside the model folder, not in it: the promoted pipeline copies that folder
+        trainer, ranks = fit_on_ranks(profile, module, data, resume=resume, last=last,
+                                      run_dir=out_dir.parent / f"{out_dir.name}-ranks", prepare=[clap_module],
+                                      **settings)  # fmt: skip
+        train_seconds = ranks["seconds"]
+    else:
+        trainer = build_trainer(profile, **settings)
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=True)
+        trainer.save_checkpoint(last)  # step-based saving skips the final step; resuming needs it
+        train_seconds = time.perf_counter() - started
 
     version = save_trained(module.model.cpu(), out_dir)
     encoder = TrainedClapEncoder.load(out_dir)
@@ -148,6 +166,7 @@ def train_clap(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, parap
         final_loss=float(loss) if loss is not None else float("nan"), steps=int(trainer.global_step),
         train_seconds=round(train_seconds, 2), version=version, train_clips=int(len(train)),
         text_tower=cfg.text_tower, audio_tower=cfg.audio_tower, precision=str(trainer.precision),
+        world_size=processes,  # that trained it (the global batch is the same for any number)
     )
     if trainer.logger:
         trainer.logger.log_metrics({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
@@ -182,13 +201,13 @@ def _discard_stale_checkpoints(folder: Path, fingerprint: str) -> None:
     write_text_atomic(marker, json.dumps({"fingerprint": fingerprint}))
 
 
-def _trainer(profile: Profile, out_dir: Path, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
-    settings = profile.trainer
+def _trainer_settings(profile: Profile, out_dir: Path, callbacks: Sequence[Callback] = ()) -> dict:
+    """``build_trainer``'s arguments (on one process, or pickled to each rank)."""
     checkpoint = ModelCheckpoint(dirpath=out_dir / CHECKPOINTS, filename="clap-{step}", save_last=True,
-                                 save_top_k=1, every_n_train_steps=settings.checkpoint_every_n_steps,
+                                 save_top_k=1, every_n_train_steps=profile.trainer.checkpoint_every_n_steps,
                                  save_weights_only=False)
-    return build_trainer(
-        profile, steps=profile.clap.steps, precision=profile.clap.precision, work_dir=out_dir,
-        callbacks=[RngState(), checkpoint, *callbacks, TerminalProgress("clap")], logger=_logger(profile, out_dir),
-        log_every_n_steps=10, deterministic=False,
-    )
+    return {
+        "steps": profile.clap.steps, "precision": profile.clap.precision, "work_dir": out_dir,
+        "callbacks": [RngState(), checkpoint, *callbacks, TerminalProgress("clap")], "logger": _logger(profile, out_dir),
+        "log_every_n_steps": 10, "deterministic": False,
+    }

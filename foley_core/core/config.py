@@ -324,15 +324,26 @@ class TransferConfig(_Strict):
 
 
 class TrainerConfig(_Strict):
-    """Passed to Lightning's Trainer: a GPU box or a cluster runs DDP by config alone."""
+    """Passed to Lightning's Trainer. ``devices: N`` > 1 (``strategy: ddp`` or ``auto``) trains on N
+    processes of this host, started by ``foley_core.core.training.fit_on_ranks`` (docs/scaling.md);
+    the batch sizes stay global batches, each rank taking its N-th."""
 
     accelerator: str = "cpu"
     devices: int | str = 1
     strategy: str = "auto"
-    num_nodes: int = Field(1, ge=1)
+    num_nodes: int = Field(1, ge=1)  # > 1 is refused at the first fit: the ranks are started on one host
     precision: str = "32-true"
     checkpoint_every_n_steps: int = Field(100, ge=1)
     num_workers: int = Field(0, ge=0)
+
+    @field_validator("strategy")
+    @classmethod
+    def _ranks_started_by_foley(cls, strategy: str) -> str:
+        # these start processes themselves, ignoring the ranks fit_on_ranks has already started
+        if strategy.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook")):
+            raise ValueError(f"trainer.strategy {strategy!r} starts its own processes; foley starts one per device "
+                             "itself (docs/scaling.md): use ddp")
+        return strategy
 
 
 class GenerationConfig(_Strict):

@@ -10,7 +10,8 @@ does not restore are handled here:
 * per-sample randomness (random crops): keyed by (seed, step, slot) instead of drawn from the
   global RNG, which Lightning's one-batch prefetch would advance at a different moment on resume;
 * the global torch RNG (noise, timesteps, dropout in ``training_step``): ``RngState`` keeps it in
-  the checkpoint.
+  the checkpoint. Under DDP a checkpoint holds rank 0's state only, so there ``RankSeeds`` re-seeds
+  each rank at each step from (seed, step, rank) instead.
 
 And since Lightning writes checkpoints in place, not atomically, a run killed mid-write leaves a
 truncated file: ``resume_checkpoint`` moves such a file aside and picks the newest readable one.
@@ -28,6 +29,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from foley_core.core.hashing import stable_seed
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,23 @@ class RngState(Callback):
         self._restore = None
 
 
+class RankSeeds(Callback):
+    """Under DDP, the global torch RNG of each rank re-seeded before each step from (seed, step, rank).
+
+    Lightning checkpoints are written by rank 0 alone, so ``RngState`` restores rank 0's RNG on every
+    rank: a resumed rank 1 would draw rank 0's noise. Keyed by step, the draws need no checkpoint.
+    Keyed by rank, the ranks draw different noise for their different clips (seeded alike, rank 1
+    would repeat rank 0's draws). A no-op on one process, whose RNG stream stays what it always was.
+    Stateless; one optimizer step per batch (no gradient accumulation here)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.world_size > 1:
+            torch.manual_seed(stable_seed("rank-rng", self.seed, trainer.global_step, trainer.global_rank, bits=63))
+
+
 class SeededBatches(Sampler[list[Draw]]):
     """Endless batches of ``(index, key)`` whose order is a pure function of (seed, step).
 
@@ -145,7 +165,10 @@ class SeededDataModule(pl.LightningDataModule):
     """One in-memory map-style dataset, batched by ``SeededBatches`` from the trainer's restored step.
 
     Lightning calls ``train_dataloader()`` after restoring the checkpoint, so ``trainer.global_step`` is
-    where the resumed run starts. The datasets' ``__getitem__`` take ``Draw`` items."""
+    where the resumed run starts. The datasets' ``__getitem__`` take ``Draw`` items.
+
+    ``batch_size`` is the global batch: under DDP each of the N ranks takes its N-th of every batch
+    the single process would draw (same clips, same crops), so N only changes where a clip is computed."""
 
     def __init__(self, dataset: Dataset, batch_size: int, num_workers: int, seed: int):
         super().__init__()
@@ -153,7 +176,10 @@ class SeededDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
-        batches = SeededBatches(len(self.dataset), self.batch_size, self.seed,
+        if self.batch_size % trainer.world_size:
+            raise ValueError(f"a batch of {self.batch_size} cannot be split evenly over {trainer.world_size} processes: "
+                             "make the batch size a multiple of trainer.devices")
+        batches = SeededBatches(len(self.dataset), self.batch_size // trainer.world_size, self.seed,
                                 start_step=trainer.global_step * trainer.accumulate_grad_batches,
                                 rank=trainer.global_rank, world_size=trainer.world_size)  # fmt: skip
         # The generator only seeds worker processes; without it the loader would draw from the global RNG.

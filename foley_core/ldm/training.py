@@ -22,7 +22,6 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
-from pytorch_lightning.utilities import rank_zero_only
 from transformers import SpeechT5HifiGan
 
 from foley_core.core.audio import write_text_atomic
@@ -33,7 +32,7 @@ from foley_core.core.fsutil import staged_dir
 from foley_core.core.hashing import json_hash, new_digest, sha256_hex
 from foley_core.core.progress import TerminalProgress
 from foley_core.core.resume import RngState, resume_checkpoint
-from foley_core.core.training import build_trainer
+from foley_core.core.training import build_trainer, fit_on_ranks, world_size
 from foley_core.ldm.components import LdmComponents, ldm_code_version
 from foley_core.ldm.data import (
     Conditioning,
@@ -76,7 +75,10 @@ class LossHistory(Callback):
         self.start_step = trainer.global_step  # > 0 when resumed from a checkpoint
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
+        loss = outputs["loss"].detach()
+        if trainer.world_size > 1:  # each rank's loss is on its share of the batch: the mean is the batch's
+            loss = trainer.strategy.reduce(loss, reduce_op="mean")
+        self.losses.append(float(loss))
         step = trainer.global_step
         if step % max(1, trainer.max_steps // 10) == 0:  # ~10 progress lines per run
             log.info("%s: step %d/%d, loss %.4f", type(pl_module).__name__, step, trainer.max_steps, self.losses[-1])
@@ -99,6 +101,8 @@ def fit(profile: Profile, name: str, module: pl.LightningModule, data: InMemoryD
     """Run (or resume) one Lightning fit to ``steps`` optimizer steps; Trainer settings come from the profile.
 
     ``precision`` is the model's own setting (its config's ``precision``); None = ``trainer.precision``.
+    With ``trainer.devices`` > 1 the fit runs on that many processes (``fit_on_ranks``) and this one
+    continues alone with the trained module: what follows a fit is written once, here.
 
     Returns the run's metrics and the trainer (None when ``steps`` is 0: nothing to train)."""
     if steps == 0:  # e.g. pretrained weights used as they are
@@ -108,36 +112,34 @@ def fit(profile: Profile, name: str, module: pl.LightningModule, data: InMemoryD
         dirpath=work_dir / "checkpoints", every_n_train_steps=profile.trainer.checkpoint_every_n_steps,
         save_last=True, save_top_k=1,
     )  # fmt: skip
-    trainer = build_trainer(
-        profile, steps=steps, precision=precision, work_dir=work_dir, logger=_logger(profile, name, work_dir),
-        callbacks=[history, RngState(), checkpoints, *callbacks, TerminalProgress(name)],
-        limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=min(25, max(1, steps)),
-    )  # fmt: skip
+    settings = {  # build_trainer's arguments, here or pickled to each rank
+        "steps": steps, "precision": precision, "work_dir": work_dir, "logger": _logger(profile, name, work_dir),
+        "callbacks": [history, RngState(), checkpoints, *callbacks, TerminalProgress(name)],
+        "limit_val_batches": 0, "num_sanity_val_steps": 0, "log_every_n_steps": min(25, max(1, steps)),
+    }  # fmt: skip
     resume = resume_checkpoint(work_dir / "checkpoints")
-    started = time.perf_counter()
-    try:
-        trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=True)
-    finally:
-        if isinstance(trainer.logger, WandbLogger):
-            trainer.logger.experiment.finish()
-    seconds = time.perf_counter() - started
-    start = history.start_step if history.start_step is not None else trainer.global_step
+    processes = world_size(profile)
+    if processes > 1:
+        trainer, ranks = fit_on_ranks(profile, module, data, resume=resume, last=work_dir / "checkpoints" / "last.ckpt",
+                                      run_dir=work_dir / "ranks", **settings)  # fmt: skip
+        start, seconds = ranks["start_step"], ranks["seconds"]
+    else:
+        trainer = build_trainer(profile, **settings)
+        started = time.perf_counter()
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=True)
+        finally:
+            if isinstance(trainer.logger, WandbLogger):
+                trainer.logger.experiment.finish()
+        seconds = time.perf_counter() - started
+        start = history.start_step if history.start_step is not None else trainer.global_step
     run_steps = trainer.global_step - start
     return {
         "steps": trainer.global_step, "resumed_from_step": start, "seconds": round(seconds, 2),
         "steps_per_s": round(run_steps / seconds, 3) if seconds > 0 else None, **history.summary(),
         "precision": str(trainer.precision),  # as resolved (precision: auto, foley_core.core.hardware)
+        "world_size": processes,  # that trained it (the global batch is the same for any number)
     }, trainer  # fmt: skip
-
-
-def _is_writer(trainer: pl.Trainer | None) -> bool:
-    """Under DDP every rank runs the training function; only rank 0 writes the model."""
-    return trainer is None or trainer.is_global_zero
-
-
-def _wait_for_writer(trainer: pl.Trainer | None) -> None:
-    if trainer is not None and trainer.world_size > 1:
-        trainer.strategy.barrier("ldm-model-saved")
 
 
 def _logger(profile: Profile, name: str, work_dir: Path):
@@ -198,11 +200,8 @@ def train_vae(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, work_d
     images = norm.normalise(pad_frames(log_mels, multiple))
     data = InMemoryDataModule(MelCrops(images, crop), cfg.batch_size, profile.trainer.num_workers, profile.seed)
     module = VaeModule(vae, cfg)
-    run, trainer = fit(profile, "vae", module, data, cfg.steps, _work_dir(out_dir, work_dir, "vae", key), callbacks,
-                       cfg.precision)
-    if not _is_writer(trainer):
-        _wait_for_writer(trainer)
-        return run
+    run, _ = fit(profile, "vae", module, data, cfg.steps, _work_dir(out_dir, work_dir, "vae", key), callbacks,
+                 cfg.precision)
     vae = module.vae.cpu().eval()
     scale = _latent_scale(vae, images) if init is None else vae.config.scaling_factor
     vae.register_to_config(scaling_factor=scale)
@@ -216,7 +215,6 @@ def train_vae(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, work_d
             **run, "fingerprint": key, "parameters": parameter_count(vae), "latent_scale": scale,
             "mel_normalisation": norm.to_dict(), "val_l1_normalised": val_l1, "val_mel_l1": val_l1 * norm.std,
         })  # fmt: skip
-    _wait_for_writer(trainer)
     return metrics
 
 
@@ -287,14 +285,12 @@ def train_vocoder(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, wo
     segments = VocoderSegments(compute_log_mels(waves, front_end), waves, cfg.segment_frames, profile.audio.hop_length)
     data = InMemoryDataModule(segments, cfg.batch_size, profile.trainer.num_workers, profile.seed)
     module = VocoderModule(init if init is not None else build_vocoder(cfg, profile.audio), front_end, cfg)
-    run, trainer = fit(profile, "vocoder", module, data, cfg.steps, _work_dir(out_dir, work_dir, "vocoder", key), callbacks,
-                       cfg.precision)
-    if _is_writer(trainer):
-        vocoder = module.vocoder.cpu().eval()
-        with staged_dir(out_dir) as staging:
-            vocoder.save_pretrained(staging, safe_serialization=True)
-            run = _write_metrics(staging, {**run, "fingerprint": key, "parameters": parameter_count(vocoder)})
-    _wait_for_writer(trainer)
+    run, _ = fit(profile, "vocoder", module, data, cfg.steps, _work_dir(out_dir, work_dir, "vocoder", key), callbacks,
+                 cfg.precision)
+    vocoder = module.vocoder.cpu().eval()
+    with staged_dir(out_dir) as staging:
+        vocoder.save_pretrained(staging, safe_serialization=True)
+        run = _write_metrics(staging, {**run, "fingerprint": key, "parameters": parameter_count(vocoder)})
     return run
 
 
@@ -327,15 +323,13 @@ def train_unet(profile: Profile, manifest: pd.DataFrame, conditioning: Condition
                               profile.trainer.num_workers, profile.seed)
     scheduler = scheduler if scheduler is not None else build_train_scheduler(cfg)
     module = UnetModule(unet, scheduler, cfg)
-    run, trainer = fit(profile, "unet", module, data, cfg.steps, _work_dir(out_dir, work_dir, "unet", key), callbacks,
-                       cfg.precision)
-    if _is_writer(trainer):
-        with staged_dir(out_dir) as staging:
-            module.ema_unet().save_pretrained(staging, safe_serialization=True)
-            scheduler.save_pretrained(staging / "scheduler")
-            run = _write_metrics(staging, {**run, "fingerprint": key, "parameters": parameter_count(unet),
-                                           "latent_shape": list(means.shape[1:])})  # fmt: skip
-    _wait_for_writer(trainer)
+    run, _ = fit(profile, "unet", module, data, cfg.steps, _work_dir(out_dir, work_dir, "unet", key), callbacks,
+                 cfg.precision)
+    with staged_dir(out_dir) as staging:
+        module.ema_unet().save_pretrained(staging, safe_serialization=True)
+        scheduler.save_pretrained(staging / "scheduler")
+        run = _write_metrics(staging, {**run, "fingerprint": key, "parameters": parameter_count(unet),
+                                       "latent_shape": list(means.shape[1:])})  # fmt: skip
     return run
 
 
@@ -371,8 +365,6 @@ def train_ldm(profile: Profile, manifest: pd.DataFrame, conditioning: Conditioni
     metrics["unet"] = train_unet(profile, manifest, conditioning, out_dir / "vae", out_dir / "unet",
                                  work_dir=work / "unet", init=initial and initial.unet,
                                  scheduler=initial and DDPMScheduler.from_config(initial.scheduler_config))  # fmt: skip
-    if rank_zero_only.rank != 0:  # DDP: the other ranks trained alongside; rank 0 assembles the folder
-        return metrics
     vae, norm = load_vae(out_dir / "vae")
     components = LdmComponents(
         vae=vae, unet=UNet2DConditionModel.from_pretrained(out_dir / "unet", use_safetensors=True, low_cpu_mem_usage=False),
