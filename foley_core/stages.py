@@ -252,7 +252,7 @@ def choose_prompts(profile: Profile) -> StageResult:
     table = prompt_table(record)
     winners = {label: entry["winner"] for label, entry in record["classes"].items()}
     return StageResult(json_hash(winners)[:16], where.prompts, {"winners": winners, "clips_per_prompt": clips},
-                       {"prompts": table.to_markdown(index=False) if len(table) else "no search (prompt_search_clips: 0)"})
+                       {"prompts": table.to_markdown(index=False) if len(table) else "no search (generation.prompt_search_clips: 0): each class uses its first configured prompt"})
 
 
 def generate_candidates(profile: Profile, label: str) -> StageResult:
