@@ -14,7 +14,8 @@ One module-scoped run; each test checks one requirement of the paper profile:
 (c) importing AudioLDM trains nothing and reads no clip, (d) the missing optional captions.csv is
 a warning, (e) the LAION checkpoint with numpy scalars loads with ``weights_only`` + the allow-list,
 (f) ``evaluation.vggish_weights`` gives the official DCASE FAD per class next to the logmel FAD,
-(g) ``foley export-dcase`` makes exactly the clips the pipeline selected (one generation path).
+(g) ``foley export-dcase`` makes exactly the clips the pipeline selected (one generation path),
+(h) the graph fine-tunes the UNet on the dev set (``transfer``, as `foley finetune`) and gates it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import yaml
 from audioldm_fixtures import CONDITION_DIM, make_tiny_audioldm_folder
 from click.testing import CliRunner
 from laion_fixtures import make_tiny_laion
+from safetensors.torch import load_file
 from vggish_fixtures import make_tiny_vggish_weights
 
 from foley_core.core.config import DCASE_CLASS_IDS, load_profile
@@ -38,8 +40,13 @@ from foley_core.core.layout import layout
 from foley_core.data.sources import UNLABELLED
 from foley_core.generation.pipeline import FoleyPipeline
 
+# the module's shared stand-in run trains, generates and fine-tunes on the dev set: on 2 loaded
+# cores its setup alone has passed the suite's 900 s per-test limit
+pytestmark = pytest.mark.timeout(1800)
+
 CLIPS_PER_CLASS = 2
 FILES_PER_CLASS = 3  # enough for a validation recording in every class (ingest's stratified split)
+DEV_SET = "DCASEFoleySoundSynthesisDevSet"  # the folder the data source and transfer.source both name
 DEV_RATE = 22050  # the DCASE dev set's format: 22,050 Hz, mono, 16-bit (here 1 s events)
 CLIP_SECONDS = 1.0  # a size: the model's clips (the DCASE export pads them to 4 s)
 PRECISION, DTYPE = "bf16", torch.bfloat16  # the UNet's sampling dtype: not the default, so placement shows
@@ -61,17 +68,21 @@ def _dev_set(root: Path) -> Path:
 
 def paper_overrides(root: Path, models: dict[str, Path]) -> dict:
     """Paths under ``root``, the stand-in files, the CPU as device, and sizes, steps and counts for 2 cores
-    (clip length, fine-tuning steps, sampler steps, clips per class, regenerations); nothing else."""
+    (clip length, fine-tuning steps, sampler steps, clips per class, regenerations, held-out files);
+    nothing else."""
     return {
         "paths": {"data_dir": str(root / "data"), "artifacts_dir": str(root / "artifacts/paper"),
                   "outputs_dir": str(root / "outputs")},
-        "data": {"sources": [{"kind": "folder", "path": str(root / "data/DCASEFoleySoundSynthesisDevSet")},
+        "data": {"sources": [{"kind": "folder", "path": str(root / "data" / DEV_SET)},
                              {"kind": "captioned_csv", "path": str(root / "data/pretrain/captions.csv")}]},
         "audio": {"clip_seconds": CLIP_SECONDS},
         "clap": {"checkpoint": str(models["laion"]), "tokenizer_path": str(models["roberta"])},
         # a model per class, as the winning system had: the classes marked `model: big` use a second folder
         "ldm": {"pretrained_path": str(models["audioldm"]), "models": {"big": str(models["audioldm_big"])}},
         "finetune": {"steps": 3, "batch_size": 4},
+        # two of each class's three files held out for the dev-set fine-tune's gate: its FAD needs two clips
+        "transfer": {"source": str(root / "data" / DEV_SET), "steps": 3, "batch_size": 4,
+                     "eval_clips_per_class": 2, "val_fraction": 0.5},
         "trainer": {"accelerator": "cpu", "precision": "32-true", "num_workers": 0, "checkpoint_every_n_steps": 2},
         "generation": {"steps": 2, "clips_per_class": CLIPS_PER_CLASS, "max_regenerations": 1, "device": "cpu",
                        "precision": PRECISION},
@@ -90,8 +101,8 @@ def _devices(*modules) -> set[torch.device]:
 
 @pytest.fixture(scope="module")
 def paper(tmp_path_factory):
-    """The paper profile's whole pipeline on stand-in weights, then `foley export-dcase` of its model."""
-    from dagster import AssetKey, DagsterInstance
+    """The paper profile's whole pipeline on stand-in weights, then `foley export-dcase` of the model it evaluated."""
+    from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
     import foley_core.ldm.training as training
     from foley_core.cli import main
@@ -108,7 +119,7 @@ def paper(tmp_path_factory):
     laion, roberta, _ = make_tiny_laion(root / "models/laion_clap")
     models = {"audioldm": audioldm, "audioldm_big": big, "laion": laion, "roberta": roberta,
               "vggish": make_tiny_vggish_weights(root / "models/vggish/vggish-10086976.pth")}
-    _dev_set(root / "data/DCASEFoleySoundSynthesisDevSet")
+    _dev_set(root / "data" / DEV_SET)
     overrides = paper_overrides(root, models)
     profile = load_profile("paper", overrides)
 
@@ -145,6 +156,16 @@ def paper(tmp_path_factory):
         return real_load(f, *args, **kwargs)
 
     import foley_core.generation.pipeline as pipeline_module
+    import foley_core.stages as stages_module
+
+    real_transfer = stages_module.finetune_on_recordings
+
+    def in_transfer_phase(*args, **kwargs):  # (h): the dev-set fine-tune's own generation calls (its gate)
+        phase[0] = "transfer"
+        try:
+            return real_transfer(*args, **kwargs)
+        finally:
+            phase[0] = "foley run"
 
     real_resolve = pipeline_module.resolve_device
 
@@ -158,6 +179,7 @@ def paper(tmp_path_factory):
         mp.setattr(FoleyPipeline, "__call__", spy_call)
         mp.setattr(torch, "load", spy_load)
         mp.setattr(pipeline_module, "resolve_device", spy_resolve)
+        mp.setattr(stages_module, "finetune_on_recordings", in_transfer_phase)
         # (c): the LDM training path (VAE / UNet / vocoder fits) and its corpus readers; the
         # adapter's fine-tuning binds its own names and is not recorded here
         for name in ("train_ldm", "fit", "load_waveforms", "compute_log_mels"):
@@ -173,18 +195,21 @@ def paper(tmp_path_factory):
             raw_logs = [e.user_message for e in instance.all_logs(raw_event.run_id)]
             stage_metadata = {name: metadata(name)[1] for name in
                               ("pretrained_ldm", "clap_model", "finetuned_adapter", "evaluation_metrics",
-                               "promoted_pipeline")}  # fmt: skip
+                               "promoted_pipeline", "finetuned_model")}  # fmt: skip
+            gate_check = instance.get_latest_asset_check_evaluation_record(
+                AssetCheckKey(AssetKey(["paper", "finetuned_model"]), "transfer_gate")).evaluation
 
         phase[0] = "export-dcase"
         profile_file = root / "paper-standin.yaml"  # the same profile as a file: `--profile` takes a path
         profile_file.write_text(yaml.safe_dump(profile.model_dump(mode="json")))
         export = root / "submission"
+        evaluated = layout(profile).pipelines / "base"  # latest may be the dev-set fine-tune, if its gate passed
         result = CliRunner().invoke(main, ["export-dcase", str(export), "--clips-per-class", str(CLIPS_PER_CLASS),
-                                           "--profile", str(profile_file)])  # fmt: skip
+                                           "--model", str(evaluated), "--profile", str(profile_file)])  # fmt: skip
     return {"root": root, "profile": profile, "outcome": outcome, "lines": lines, "components": components,
             "big_components": big_components,
             "models": models, "seen": seen, "raw_metadata": raw_metadata, "raw_logs": raw_logs,
-            "metadata": stage_metadata, "export": export, "export_result": result,
+            "metadata": stage_metadata, "export": export, "export_result": result, "gate_check": gate_check,
             "safe_globals_before": safe_globals_before}  # fmt: skip
 
 
@@ -199,19 +224,20 @@ def test_the_run_promotes_a_model_with_a_valid_dcase_export(paper):
     assert paper["outcome"].failed_checks == [], paper["lines"]
     assert paper["metadata"]["promoted_pipeline"]["promoted"] is True, paper["metadata"]["promoted_pipeline"]
     metrics = _read(where.metrics)
-    latest = where.pipelines / "latest"
-    assert latest.resolve().name == metrics["model_version"] == _read(latest / "pipeline.json")["model_version"]
+    base = where.pipelines / "base"  # the graph's model; `latest` serves the dev-set fine-tune if it passed (h)
+    assert base.resolve().name == metrics["model_version"] == _read(base / "pipeline.json")["model_version"]
     assert validate_dcase(where.dcase, classes=profile.class_names, clips_per_class=CLIPS_PER_CLASS) == []
     assert sorted(p.name for p in (where.dcase / "DogBark").iterdir()) == ["000.wav", "001.wav"]
     assert (paper["outcome"].output_dir / "report.html").is_file()
 
 
 def test_a_generation_places_every_model_on_the_configured_device_and_precision(paper):
-    """(a): every generation call (the asset and the export) ran on ``generation.device`` with the UNet in
-    ``generation.precision`` (bf16 here, not the fp32 default: only ``place`` sets it) and the rest float32."""
+    """(a): every generation call (the assets, the dev-set fine-tune's gate, the export) ran on
+    ``generation.device`` with the UNet in ``generation.precision`` (bf16 here, not the fp32 default: only
+    ``place`` sets it) and the rest float32."""
     calls, profile = paper["seen"]["calls"], paper["profile"]
     device = torch.device(profile.generation.device)
-    assert {c["phase"] for c in calls} == {"foley run", "export-dcase"}
+    assert {c["phase"] for c in calls} == {"foley run", "transfer", "export-dcase"}
     for call in calls:
         assert call["device"] == device and call["devices"] == {device}, call
         assert call["precision"] == PRECISION and call["unet_dtype"] == DTYPE, call
@@ -242,7 +268,7 @@ def test_the_imported_audioldm_conditions_through_its_own_text_encoder(paper):
         torch.testing.assert_close(call["raw"][0], embed(components, call["prompt"]), atol=1e-5, rtol=1e-5)
 
     where = layout(paper["profile"])
-    saved = _read(where.pipelines / "latest" / "pipeline.json")
+    saved = _read(where.pipelines / "base" / "pipeline.json")
     assert saved["conditioner"]["kind"] == "audioldm_text" and saved["conditioner"]["dim"] == CONDITION_DIM
     assert saved["unconditional"] == saved["conditioner"]["unconditional"] == "empty_prompt"
     assert saved["convention"] == "diffusers" and saved["clap_source"] == "laion"
@@ -266,7 +292,8 @@ def test_importing_audioldm_trains_nothing_and_reads_no_clip(paper):
         ours = where.ldm / part / f"{weights}.safetensors"
         assert ours.read_bytes() == (source / part / f"{weights}.safetensors").read_bytes(), part
     trained = sorted(p.relative_to(where.root) for p in where.root.rglob("training") if p.is_dir())
-    assert trained == [Path("finetune/training")], trained  # only the adapter's fine-tuning trained
+    # only the adapter's fine-tuning and, after the promotion, the dev-set fine-tune (h) trained
+    assert trained == [Path("finetune/training"), Path("transfer") / DEV_SET / "training"], trained
     assert not (where.ldm / "vae" / "metrics.json").exists()
 
 
@@ -352,11 +379,45 @@ def test_each_class_generates_with_its_named_model_in_the_run_and_the_export(pap
     big_prompts = {profile.class_config(c).prompts[0] for c in profile.classes_of("big")}
     assert profile.classes_of("big") == ["MovingMotorVehicle", "Rain"]
     for call in paper["seen"]["calls"]:
+        if call["phase"] == "transfer":  # (h): its gate generates with the fine-tuned UNet too
+            continue
         expected = big if call["prompt"] in big_prompts else small
         assert call["unet_fingerprint"] == pytest.approx(expected, rel=1e-2), call["prompt"]  # bf16 rounding
     assert {c["phase"] for c in paper["seen"]["calls"] if c["prompt"] in big_prompts} == {"foley run", "export-dcase"}
     assert paper["metadata"]["pretrained_ldm"]["model big"]["classes"] == ["MovingMotorVehicle", "Rain"]
-    saved = _read(where.pipelines / "latest" / "pipeline.json")
+    saved = _read(where.pipelines / "base" / "pipeline.json")
     assert saved["class_models"] == {"MovingMotorVehicle": "big", "Rain": "big"}
-    assert (where.pipelines / "latest" / "models" / "big" / "pipeline.json").is_file()
+    assert (where.pipelines / "base" / "models" / "big" / "pipeline.json").is_file()
     assert (where.finetune("adapter", "big") / "metrics.json").is_file()  # its own adapter
+
+
+def test_the_graph_fine_tunes_the_unet_on_the_dev_set_and_gates_it(paper):
+    """(h): after the promotion, the paper graph fine-tunes the promoted model's UNet (whole, with the adapter)
+    on the dev set through the transfer step `foley finetune` runs, and its gate compares base and fine-tuned
+    clips with held-out dev clips. The `model: big` classes keep their model: only the main one is fine-tuned."""
+    profile, where = paper["profile"], layout(paper["profile"])
+    assert "finetuned_model" in paper["outcome"].materialised, paper["outcome"].materialised
+    record = _read(where.transfer(DEV_SET) / "transfer.json")
+    small_classes = [c for c in profile.class_names if profile.model_of(c) is None]
+    assert record["source"] == str(Path(profile.data.sources[0].path).resolve())  # the dev set the graph ingests
+    assert record["train"] == "unet" and record["classes"] == small_classes
+    assert all(split == {"train": 1, "val": 2} for split in record["split"].values()), record["split"]  # by file
+    unet = paper["components"]["unet"]
+    assert record["generator"]["unet_trained_parameters"] == sum(p.numel() for p in unet.parameters())  # not LoRA
+    assert record["clap"]["kept"] is False  # the LAION CLAP scores as it is
+    gated_classes = {who: set(record["gate"][who]["per_class"]) for who in ("base", "finetuned")}
+    assert gated_classes == {"base": set(small_classes), "finetuned": set(small_classes)}
+
+    gate_check, problems = paper["gate_check"], record["gate"]["problems"]
+    assert gate_check is not None and gate_check.passed == (not problems)
+    meta = paper["metadata"]["finetuned_model"]
+    assert meta["promoted"] == (not problems) and meta["finetuned_model"] == record["model_version"]
+    served = _read(where.pipelines / "latest" / "pipeline.json")["model_version"]
+    assert served == (record["model_version"] if not problems else _read(where.metrics)["model_version"])
+
+    # the candidate's UNet moved from the imported one; the gate generated the small classes, and only them
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    tuned, imported = load_file(where.transfer(DEV_SET) / "model/ldm" / weights), load_file(where.ldm / weights)
+    assert tuned.keys() == imported.keys() and any(not torch.equal(tuned[k], imported[k]) for k in tuned)
+    gated = {c["prompt"] for c in paper["seen"]["calls"] if c["phase"] == "transfer"}
+    assert gated == {profile.class_config(c).prompts[0] for c in small_classes}

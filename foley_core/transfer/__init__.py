@@ -7,6 +7,7 @@ formats). ``finetune_on_recordings`` runs the whole step:
 
 1. **Ingest** the folder (bad files quarantined, as everywhere) and split it *by recording*
    (``foley_core.data.recordings``): held-out clips are never slices of a training recording.
+   Classes the profile routes to a named model (``ldm.models``) are left to that model.
 2. **CLAP**: its audio tower learns the recordings (``foley_core.clap.adapt``), text side
    frozen, so selection ranks real candidates. Kept only if it classifies the held-out
    recordings at least as well as before and the profile's own validation clips no more than
