@@ -475,8 +475,11 @@ class MirrorEngine:
         candidates = waves.numpy().reshape(len(prompts), n_candidates, -1)
         audio = self._score_audio(waves.numpy())
         reference = self.scorer.text(list(prompts)).float().cpu().numpy()
-        reference = reference / np.linalg.norm(reference, axis=-1, keepdims=True).clip(1e-12)
-        scores = np.einsum("pcd,pd->pc", audio.reshape(len(prompts), n_candidates, -1), reference)
+        # foley_core.clap.similarity.cosine_scores: both sides normalised, then the row-wise dot product
+        audio = audio.reshape(len(prompts), n_candidates, -1)
+        audio = audio / np.linalg.norm(audio, axis=-1, keepdims=True).clip(1e-12)
+        reference = reference[:, None, :] / np.linalg.norm(reference[:, None, :], axis=-1, keepdims=True).clip(1e-12)
+        scores = np.sum(audio * reference, axis=-1)
         best = scores.argmax(axis=1)
         return Result(candidates[np.arange(len(prompts)), best], scores, best)
 
