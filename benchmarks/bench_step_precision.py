@@ -47,13 +47,7 @@ def step_seconds(module, batch, steps: int, warmup: int, bf16: bool) -> float:
             started = time.perf_counter()
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with autocast:
-            if hasattr(module, "compute_loss"):
-                loss, _ = module.compute_loss(batch)
-            else:  # the CLAP module logs inside training_step; call its loss parts directly
-                waveform, texts = batch
-                audio = module.model.embed_audio(waveform)
-                text = module.model.embed_text_features(texts)
-                loss = module.loss(audio, text, module.model.logit_scale_a.exp())
+            loss, _ = module.compute_loss(batch)  # every training module's loss, without Lightning's logging
         optimizer.zero_grad(set_to_none=True)
         loss.float().backward()
         optimizer.step()

@@ -244,6 +244,10 @@ def choose_prompts(profile: Profile) -> StageResult:
         centroids = class_centroids({label: [embedded[h] for h in rows["content_hash"]]
                                      for label, rows in train.groupby("class")})
         for label in profile.class_names:
+            if label not in centroids:  # no training clip to score against (a tiny or all-held-out class)
+                record["classes"][label] = {"winner": profile.class_config(label).prompts[0], "candidates": [],
+                                            "skipped": "no training clips to score the prompts against"}
+                continue
             rows = score_prompts(pipelines[profile.model_of(label)], profile, label, centroids, clips)
             record["classes"][label] = {"winner": choose(rows), "candidates": rows}
     else:

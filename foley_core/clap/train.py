@@ -90,12 +90,16 @@ class ClapTrainingModule(pl.LightningModule):
         self.learning_rate = learning_rate
         self.steps = steps
 
-    def training_step(self, batch, batch_index):
+    def compute_loss(self, batch, rank: int = 0, ranks: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """The contrastive loss of one batch and the logit scale it used (also what the benchmarks time)."""
         waveform, text_inputs = batch
         audio = self.model.embed_audio(waveform)
         text = self.model.embed_text_features(text_inputs)
         scale = self.model.logit_scale_a.clamp(0, math.log(100)).exp()  # laion clamps at 100
-        loss = contrastive_loss(self.global_rank, self.trainer.world_size)(audio, text, scale)
+        return contrastive_loss(rank, ranks)(audio, text, scale), scale
+
+    def training_step(self, batch, batch_index):
+        loss, scale = self.compute_loss(batch, self.global_rank, self.trainer.world_size)
         self.log("train/loss", loss, on_step=True, prog_bar=False)
         self.log("train/logit_scale", scale, on_step=True)
         return loss
