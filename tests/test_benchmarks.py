@@ -177,3 +177,106 @@ def test_step_precision_benchmark_prints_both_precisions_per_network():
         fp32, bf16, ratio = float(row[2]), float(row[3]), float(row[4])
         assert fp32 >= 0 and bf16 >= 0 and ratio > 0 and math.isfinite(ratio)
     assert "native bf16:" in result.stdout
+
+
+# ------------------------------------------------------------------- benchmarks/rehearse_paper.py
+
+
+def test_paper_rehearsal_tiny_builds_inputs_the_run_reads_and_changes_only_counts(tmp_path):
+    """``--size tiny --check``: the AudioLDM folder, the LAION checkpoint (its tokenizer taken from the AudioLDM
+    folder), the VGGish weights and the dev set load through the code `foley run` reads them with, and the
+    profile file differs from configs/paper.yaml only in paths, counts and the device."""
+    from foley_core.core.config import load_profile
+
+    rehearse = load("rehearse_paper")
+    out_json = tmp_path / "check.json"
+    report = rehearse.main(["--size", "tiny", "--work", str(tmp_path / "work"), "--check", "--json", str(out_json)],
+                           echo=lambda line: None)  # fmt: skip
+    assert report["status"] == "checked" and json.loads(out_json.read_text())["status"] == "checked"
+    check = report["check"]
+    assert check["dev_files_per_class"] == rehearse.dev_counts(21) == dict.fromkeys(rehearse.DCASE_DEV_COUNTS, 3)
+    assert check["rejected_files"] == 0
+    assert check["laion_tokenizer_vocab"] == report["inputs"]["models"]["audioldm"]["tokenizer_vocab"]
+    assert check["conditioner"]["kind"] == "audioldm_text" and check["conditioner"]["max_abs_diff_vs_full_padding"] < 1e-5
+    assert check["laion_text_embedding"] == [1, 512]
+
+    rehearsal = load_profile(report["profile_file"]).model_dump(mode="json")
+    paper = load_profile("paper").model_dump(mode="json")
+    allowed = {("paths",), ("data", "sources"), ("clap", "checkpoint"), ("ldm", "pretrained_path"),
+               ("finetune", "steps"), ("generation", "steps"), ("generation", "clips_per_class"),
+               ("generation", "max_regenerations"), ("generation", "device"), ("generation", "precision"),
+               ("trainer", "accelerator"), ("trainer", "precision"), ("evaluation", "vggish_weights"),
+               ("audio", "clip_seconds"), ("transfer", "source"), ("transfer", "steps"), ("transfer", "vocoder_steps"),
+               ("transfer", "clap_steps"), ("transfer", "eval_clips_per_class"),
+               ("transfer", "val_fraction")}  # fmt: skip
+
+    def changed(a, b, path=()):
+        if path in allowed or path[:1] == ("paths",):
+            return []
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [c for key in a.keys() | b.keys() for c in changed(a.get(key), b.get(key), (*path, key))]
+        return [] if a == b else [path]
+
+    assert changed(rehearsal, paper) == []
+    assert rehearsal["clap"]["tokenizer_path"] is None  # the paper default: the AudioLDM folder's tokenizer/
+    assert rehearsal["audio"]["clip_seconds"] == 1.0  # tiny only: the paper size keeps 4 s
+    if paper["transfer"]["source"]:  # the graph's dev-set fine-tune learns the rehearsal's dev set
+        assert rehearsal["transfer"]["source"] == report["inputs"]["paths"]["dev_set"]
+
+    again = rehearse.build_inputs(tmp_path / "work", "tiny", 21, 1, echo=lambda line: None)
+    assert again["reused"] == {"models": True, "dev_set": True} and again["paths"] == report["inputs"]["paths"]
+
+
+def test_paper_rehearsal_dev_set_has_the_dcase_counts():
+    rehearse = load("rehearse_paper")
+    assert rehearse.dev_counts(4850) == rehearse.DCASE_DEV_COUNTS and sum(rehearse.DCASE_DEV_COUNTS.values()) == 4850
+    small = rehearse.dev_counts(140)
+    assert sum(small.values()) == 140 and min(small.values()) >= 3
+    assert max(small, key=small.get) == "Keyboard" and min(small, key=small.get) == "MovingMotorVehicle"
+
+
+def test_paper_rehearsal_times_each_stage_line_and_the_peak_memory_of_the_process_tree(tmp_path):
+    """The stage table comes from `foley run`'s lines (orchestration/runner.py's format), the peak from
+    polling the child's process tree: a stand-in child prints three lines and holds ~300 MB in a grandchild."""
+    rehearse = load("rehearse_paper")
+    label = "foley_dataset [DogBark]"
+    lines = [f"  {label:<58} {1.25:7.1f}s  run 0123abcd", f"  {'clap_model':<58} {12.0:7.1f}s  run 4567ef01",
+             f"  {'foley_dataset [Rain]':<58} fresh, skipped",
+             f"  {'evaluation_metrics':<58} {3.0:7.1f}s  run 89ab2345  checks failed: evaluation_metrics:no_quality_regression"]  # fmt: skip
+    code = ("import subprocess, sys, time\n"
+            f"for line in {lines[:2]!r}: print(line, flush=True)\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; b = bytearray(300 * 2**20); "
+            "b[::4096] = b\"x\" * len(b[::4096]); time.sleep(1.5)'])\n"
+            "child.wait()\n"
+            f"for line in {lines[2:]!r}: print(line, flush=True)\n")  # fmt: skip
+    report = {"stage_lines": [], "stages": []}
+    seen = []
+    returncode = rehearse.run_foley([sys.executable, "-c", code], tmp_path, report, lambda: None, seen.append, None)
+    assert returncode == 0 and seen[:2] == lines[:2]
+    stages = {s["stage"]: s for s in report["stages"]}
+    assert list(stages) == ["foley_dataset", "clap_model", "evaluation_metrics"]
+    assert stages["foley_dataset"]["seconds"] == 1.2 and stages["foley_dataset"]["partitions"] == 1
+    assert stages["foley_dataset"]["skipped"] == 1 and stages["clap_model"]["seconds"] == 12.0
+    assert stages["evaluation_metrics"]["failed_checks"] == ["checks failed: evaluation_metrics:no_quality_regression"]
+    assert report["run_peak_rss_bytes"] > 300 * 2**20  # the grandchild's pages were counted
+    assert (tmp_path / "foley-run.log").read_text().splitlines() == lines
+
+
+def test_paper_rehearsal_resume_keeps_earlier_times_and_refuses_another_profile(tmp_path):
+    """``--resume``: the earlier invocation's timed stages and peak carry over, its skipped lines do not, and
+    a run folder written for other settings is refused rather than mixed into the table."""
+    rehearse = load("rehearse_paper")
+    (tmp_path / "paper-rehearsal.yaml").write_text("profile: a\n")
+    previous = {"stage_lines": [{"label": "clap_model", "seconds": 5.0, "run": "r1", "note": "", "peak_rss_bytes": 10},
+                                {"label": "foley_dataset [Rain]", "skipped": True, "peak_rss_bytes": 3}],
+                "run_peak_rss_bytes": 7 * 2**30, "run_wall_s": 100.0}  # fmt: skip
+    carried = rehearse.resume_from(previous, "profile: a\n", tmp_path)
+    assert [r["label"] for r in carried["stage_lines"]] == ["clap_model"] and carried["stage_lines"][0]["earlier"]
+    assert carried["earlier_peak_rss_bytes"] == 7 * 2**30 and carried["earlier_wall_s"] == 100.0
+    assert carried["invocations"] == 2
+    assert rehearse.earlier_labels(carried["stage_lines"]) == {"clap_model"}
+    again = rehearse.resume_from({**previous, **carried, "run_peak_rss_bytes": 2**30, "run_wall_s": 50.0},
+                                 "profile: a\n", tmp_path)  # fmt: skip
+    assert again["earlier_peak_rss_bytes"] == 7 * 2**30 and again["earlier_wall_s"] == 150.0
+    with pytest.raises(SystemExit, match="other settings"):
+        rehearse.resume_from(previous, "profile: b\n", tmp_path)
