@@ -44,7 +44,9 @@ from foley_core.data.own import recorded_recordings_version
 from foley_core.data.raw import recorded_data_version
 from orchestration.freshness import current_inputs, stale_work
 
-FOLEY_RUN_TAG = "foley/pid"  # set on every run `foley run` executes in-process
+FOLEY_RUN_TAG = "foley/pid"  # set on every run `foley run` launches (in-process, or its steps on workers)
+FOLEY_HOST_TAG = "foley/host"  # ... with the host it runs on
+FOLEY_RETRAIN_TAG = "foley/retrain"  # "1": launched by `foley run --force` (read by steps on workers)
 STALE_TRIGGER = {"foley/trigger": "stale"}  # set on the runs retrain_when_changed requests
 SNAPSHOT_JOB = "foley_data_snapshot"
 

@@ -2,7 +2,8 @@
 
 The profile comes from ``FOLEY_PROFILE`` (default ``cpu``); ``FOLEY_OVERRIDES`` (JSON, optional)
 is deep-merged over it. Asset keys carry the profile (``cpu/clap_model``), so profiles never
-share a history in one instance.
+share a history in one instance. ``FOLEY_EXECUTOR=celery`` runs the jobs' steps on Celery workers
+(``orchestration.celery_executor``, docs/scaling.md); the default executes them in the run's process.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import foley_core  # noqa: F401  (applies offline defaults before anything else 
 from foley_core.core.config import load_profile
 from orchestration.assets.graph import asset_prefix, build_assets
 from orchestration.automation import SNAPSHOT_JOB, data_change_sensor, retrain_sensor, weekly_retraining
+from orchestration.celery_executor import executor_config, foley_celery_executor, selected
 from orchestration.resources import ArtifactIOManager, FoleyProfile
 
 # A Dagster job runs one partitioning at a time, so the graph has these jobs (selected by asset
@@ -52,6 +54,7 @@ def build_definitions(profile_name: str | None = None, overrides: dict | None = 
         schedules=[weekly_retraining()],
         sensors=[data_change_sensor(profile), retrain_sensor(profile, assets)],
         resources={"foley": FoleyProfile(**settings), "io_manager": ArtifactIOManager(**settings)},
+        executor=foley_celery_executor.configured(executor_config()) if selected() else None,
     )
 
 

@@ -6,17 +6,22 @@ together in one Dagster run (so blocking quality checks gate what follows them i
 per-class stages run one run per class, as a backfill would. A stage is skipped when it is
 fresh (``orchestration.freshness``, the rule the daemon's sensor follows too). A second run
 with nothing changed recomputes nothing.
+
+With ``FOLEY_EXECUTOR=celery`` (``orchestration.distributed``, docs/scaling.md) the same runs
+execute their steps on Celery workers, and the partitions of a per-class group run at once.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import socket
 import time
-from contextlib import contextmanager
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,7 +37,6 @@ from dagster import (
 )
 
 from foley_core.core.config import PROJECT_ROOT, Profile, load_profile
-from foley_core.core.env import RETRAIN
 from foley_core.core.fsutil import LockHeld, describe_holder, exclusive_lock, process_alive
 from foley_core.core.layout import layout
 from foley_core.core.progress import attach_terminal, warnings_to_log
@@ -41,8 +45,11 @@ from foley_core.data.own import recordings_source
 from foley_core.registry import accepted_metrics, describe_served, served
 from foley_core.run_outputs import terminal_summary
 from foley_core.transfer import RESULT
-from orchestration.automation import FOLEY_RUN_TAG
+from orchestration import celery_executor, distributed
+from orchestration.assets import retraining
+from orchestration.automation import FOLEY_HOST_TAG, FOLEY_RETRAIN_TAG, FOLEY_RUN_TAG
 from orchestration.definitions import build_definitions
+from orchestration.distributed import Launched
 from orchestration.freshness import groups, is_fresh, stale_in_group
 
 # Dagster's console logger prints every engine event; the terminal gets one line per
@@ -85,33 +92,25 @@ def run_pipeline(profile_name: str, overrides: dict | None = None, echo: Callabl
     The lock is an flock, so a run killed with -9 leaves no stale lock behind.
     """
     where = layout(load_profile(profile_name, overrides))
+    workers = None
+    if celery_executor.selected():
+        ensure_dagster_home()
+        with DagsterInstance.get() as instance:
+            workers = distributed.check_ready(where.root, instance)  # one line when it cannot start
+        echo(f"  executor: Celery, {len(workers)} worker(s) on {celery_executor.redact(celery_executor.broker_url())}: "
+             + ", ".join(workers))
     try:
-        with exclusive_lock(where.run_lock, timeout=0), _retraining(force):
-            return _run_unlocked(profile_name, overrides, echo, force)
+        with exclusive_lock(where.run_lock, timeout=0), retraining(force):
+            return _run_unlocked(profile_name, overrides, echo, force, on_workers=workers is not None)
     except LockHeld as exc:
         raise RuntimeError(f"another foley run is using {where.root}: {describe_holder(exc.holder)}; "
                            "wait for it to finish or stop it") from None
 
 
-@contextmanager
-def _retraining(force: bool):
-    """``--force`` means retrain: the library's training caches are bypassed for this run
-    (``foley_core.core.env.retrain_requested``), not merely the Dagster materialisations repeated."""
-    previous = os.environ.get(RETRAIN)
-    if force:
-        os.environ[RETRAIN] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(RETRAIN, None)
-        else:
-            os.environ[RETRAIN] = previous
-
-
 def _owner_tags() -> dict[str, str]:
-    """Which process executes a run in-process: lets the next `foley run` recognise a dead one."""
-    return {FOLEY_RUN_TAG: str(os.getpid()), "foley/host": socket.gethostname()}
+    """Which process launched a run: lets the next `foley run` recognise a dead one, and a step on
+    a worker recognise the run that holds the artifacts folder for it."""
+    return {FOLEY_RUN_TAG: str(os.getpid()), FOLEY_HOST_TAG: socket.gethostname()}
 
 
 def fail_orphaned_runs(instance: DagsterInstance) -> list[tuple[str, int]]:
@@ -122,7 +121,7 @@ def fail_orphaned_runs(instance: DagsterInstance) -> list[tuple[str, int]]:
     reaped = []
     host = socket.gethostname()
     unfinished = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED]
-    for record in instance.get_run_records(RunsFilter(statuses=unfinished, tags={"foley/host": host})):
+    for record in instance.get_run_records(RunsFilter(statuses=unfinished, tags={FOLEY_HOST_TAG: host})):
         run = record.dagster_run
         pid = int(run.tags.get(FOLEY_RUN_TAG, "0"))
         if pid and not process_alive(pid):
@@ -132,7 +131,8 @@ def fail_orphaned_runs(instance: DagsterInstance) -> list[tuple[str, int]]:
     return reaped
 
 
-def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str], None], force: bool) -> PipelineRun:
+def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str], None], force: bool,
+                  on_workers: bool = False) -> PipelineRun:
     ensure_dagster_home()
     quiet_training_logs()
     profile = load_profile(profile_name, overrides)
@@ -145,32 +145,56 @@ def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str
     by_key = {a.key: a for a in assets}
     resources = dict(defs.resources)
     outcome = PipelineRun()
+    tags = {"foley/profile": profile_name, **_owner_tags(), **({FOLEY_RETRAIN_TAG: "1"} if force else {})}
+
+    def launch(keys: list, partition: str | None) -> Launched:
+        if on_workers:
+            return distributed.run_steps(profile_name, overrides, keys, partition, tags, QUIET_CONSOLE)
+        result = materialize(everything, instance=instance, resources=resources, selection=keys,
+                             partition_key=partition, tags=tags, run_config=QUIET_CONSOLE, raise_on_error=False)
+        return Launched.of(result)
+
+    def record(label: str, launched: Launched, seconds: float) -> None:
+        outcome.run_ids.append(launched.run_id)
+        failed = [f"{asset}:{check}" for asset, check, passed in launched.checks if not passed and asset not in ADVISORY]
+        outcome.failed_checks += failed
+        if not launched.success and not failed:
+            why = f": {launched.error}" if launched.error else ""
+            raise RuntimeError(f"{label} failed{why}; see run {launched.run_id} in `make ui` "
+                               f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+        outcome.materialised.append(label)
+        note = f"  checks failed: {', '.join(failed)}" if failed else ""
+        echo(f"  {label:<58} {seconds:7.1f}s  run {launched.run_id[:8]}{note}")
+
     # Progress goes to the real terminal (Dagster captures the assets' stdout/stderr);
     # library warnings go to the run's event log instead of the terminal.
     with attach_terminal(), warnings_to_log(get_dagster_logger("warnings")):
         for group, partitions_def in groups(assets):
+            names = ", ".join(a.key.path[-1] for a in group)
+            if on_workers and partitions_def is not None:
+                # the partitions are independent: judge them all, then run the stale ones at once
+                work = []
+                for partition in partitions_def.get_partition_keys():
+                    todo = stale_in_group(group, lambda a: is_fresh(profile, a, partition, by_key), force)
+                    if todo:
+                        work.append((f"{names} [{partition}]", todo, partition))
+                    else:
+                        outcome.skipped.append(f"{names} [{partition}]")
+                        echo(f"  {names + f' [{partition}]':<58} fresh, skipped")
+                work.sort(key=lambda item: -_sampling_work(profile, item[2]))  # the longest class first
+                _launch_at_once(work, functools.partial(distributed.run_steps, profile_name, overrides, tags=tags,
+                                                        run_config=QUIET_CONSOLE), record)
+                continue
             for partition in partitions_def.get_partition_keys() if partitions_def else [None]:
                 # freshness is judged afresh after each run: upstream versions may just have changed
                 todo = stale_in_group(group, lambda a: is_fresh(profile, a, partition, by_key), force)
-                label = ", ".join(a.key.path[-1] for a in group) + (f" [{partition}]" if partition else "")
+                label = names + (f" [{partition}]" if partition else "")
                 if not todo:
                     outcome.skipped.append(label)
                     echo(f"  {label:<58} fresh, skipped")
                     continue
                 started = time.perf_counter()
-                result = materialize(everything, instance=instance, resources=resources, selection=[a.key for a in todo],
-                                     partition_key=partition, tags={"foley/profile": profile_name, **_owner_tags()},
-                                     run_config=QUIET_CONSOLE, raise_on_error=False)
-                outcome.run_ids.append(result.run_id)
-                failed = [f"{e.asset_key.path[-1]}:{e.check_name}"
-                          for e in result.get_asset_check_evaluations()
-                          if not e.passed and e.asset_key.path[-1] not in ADVISORY]
-                outcome.failed_checks += failed
-                if not result.success and not failed:
-                    raise RuntimeError(f"{label} failed; see run {result.run_id} in `make ui` (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-                outcome.materialised.append(label)
-                note = f"  checks failed: {', '.join(failed)}" if failed else ""
-                echo(f"  {label:<58} {time.perf_counter() - started:7.1f}s  run {result.run_id[:8]}{note}")
+                record(label, launch([a.key for a in todo], partition), time.perf_counter() - started)
     report = read_record(layout(profile).record("foley_report"))
     if report is not None:
         outcome.output_dir = report.location
@@ -178,6 +202,37 @@ def _run_unlocked(profile_name: str, overrides: dict | None, echo: Callable[[str
     _explain_gate(profile, outcome, echo)
     _explain_transfer(profile, outcome, echo)
     return outcome
+
+
+def _sampling_work(profile: Profile, partition: str) -> int:
+    """A class's sampling work relative to the others: its candidates, twice over under guidance
+    (the unconditional pass). Its runs start first, so on N workers the longest class is never the
+    last to get one (docs/scaling.md)."""
+    spec = next((c for c in profile.classes if c.name == partition), None)
+    return 0 if spec is None else spec.candidates * (2 if spec.guidance > 1 else 1)
+
+
+def _launch_at_once(work: list[tuple[str, list, str]], launch, record) -> None:
+    """One run per partition, all at once (their steps wait for workers and pool slots); each is
+    recorded as it ends, and the first failure is raised once every run has ended.
+
+    Each run is driven from its own process, forked from this one (nothing to import again): not
+    from threads, because Dagster reconfigures Python's logging as each run starts
+    (``logging.config.dictConfig``), which closes the other runs' log handlers and can deadlock
+    on the logging locks they hold."""
+    if not work:
+        return
+    started = time.perf_counter()
+    failure = None
+    with ProcessPoolExecutor(max_workers=len(work), mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {pool.submit(launch, [a.key for a in todo], partition): label for label, todo, partition in work}
+        for future in as_completed(futures):
+            try:
+                record(futures[future], future.result(), time.perf_counter() - started)
+            except Exception as exc:  # the other runs still end (and are recorded) first
+                failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def _explain_transfer(profile: Profile, outcome: PipelineRun, echo: Callable[[str], None]) -> None:

@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from foley_core.clap.cache import EmbeddingCache
-from foley_core.core.fsutil import LockHeld, exclusive_lock, lock_holder, replace_symlink, staged_dir
+from foley_core.core.fsutil import HOST_TAG, LockHeld, exclusive_lock, lock_holder, replace_symlink, staged_dir
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -233,11 +233,15 @@ def test_staged_dir_cleans_a_dead_writers_leftovers_and_restores_a_half_swapped_
     (tmp_path / f".DogBark.old-{pid}-def").mkdir()  # killed between the two renames of a swap
     (tmp_path / f".DogBark.old-{pid}-def" / "000.wav").write_text("old")
     (tmp_path / f".Rain.staging-{os.getpid()}-ghi").mkdir()  # a live writer's: left alone
+    (tmp_path / f".Keyboard.staging-{pid}@{HOST_TAG}-jkl").mkdir()  # this host's, dead: cleaned
+    other_host = f".Footstep.staging-{pid}@{'0' * 8 if HOST_TAG != '0' * 8 else '1' * 8}-mno"
+    (tmp_path / other_host).mkdir()  # another host's (shared storage): its pid means nothing here
     with staged_dir(tmp_path / "Other") as staging:
+        assert staging.name.startswith(f".Other.staging-{os.getpid()}@{HOST_TAG}-")
         (staging / "x").write_text("x")
     assert (tmp_path / "DogBark" / "000.wav").read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".Rain.staging-%d-ghi" % os.getpid(), ".staging.lock",
-                                                          "DogBark", "Other"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".Rain.staging-{os.getpid()}-ghi", other_host,
+                                                                 ".staging.lock", "DogBark", "Other"])
 
 
 def test_replace_symlink_is_safe_under_concurrent_swaps(tmp_path):

@@ -9,9 +9,13 @@ in when complete: readers see the old folder or the new one, never a mix or half
 killed writer leaves only a hidden staging folder, which the next writer of that parent removes.
 ``replace_symlink`` repoints a link atomically through a unique temporary name.
 
-Hidden names: ``.<name>.staging-<pid>-<random>`` (being written), ``.<name>.old-<pid>-<random>``
-(the replaced folder, deleted once the new one is in place), ``.<name>.link-<pid>-<random>`` (a
-symlink about to replace ``<name>``) and ``.staging.lock`` (one per parent, held while swapping).
+Hidden names: ``.<name>.staging-<pid>@<host>-<random>`` (being written),
+``.<name>.old-<pid>@<host>-<random>`` (the replaced folder, deleted once the new one is in place),
+``.<name>.link-<pid>@<host>-<random>`` (a symlink about to replace ``<name>``) and ``.staging.lock``
+(one per parent, held while swapping). ``<host>`` is a short hash of the writer's host name: on an
+artifacts folder that workers on several hosts share, a writer judges only its own host's pids
+(another host's pid 1234 says nothing about this host's), and leaves the others' names alone.
+``check_shared_folder`` probes a folder with ``.flock-probe-<pid>-<random>`` (removed at once).
 """
 
 from __future__ import annotations
@@ -32,9 +36,12 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
+from foley_core.core.hashing import sha256_hex
+
 SWAP_LOCK = ".staging.lock"
-# .<name>.<kind>-<pid>-<random hex>
-_OURS = re.compile(r"^\.(?P<name>.+)\.(?P<kind>staging|old|link)-(?P<pid>\d+)-[^-]+$")
+# .<name>.<kind>-<pid>@<host hash>-<random hex>; names without a host are this host's (written before it)
+_OURS = re.compile(r"^\.(?P<name>.+)\.(?P<kind>staging|old|link)-(?P<pid>\d+)(?:@(?P<host>[0-9a-f]{8}))?-[^-]+$")
+HOST_TAG = sha256_hex(socket.gethostname())[:8]
 _held = threading.local()  # lock paths this thread holds: nesting one would deadlock on itself
 _held_by_process: set[Path] = set()  # lock paths any thread of this process holds
 
@@ -125,6 +132,51 @@ def exclusive_lock(path: Path | str, timeout: float | None = None) -> Iterator[P
         lock.release()
 
 
+class SharedFolderUnfit(RuntimeError):
+    """``check_shared_folder`` found a folder where the locks or the swaps would not hold."""
+
+
+def check_shared_folder(folder: Path | str) -> None:
+    """Refuse, in one line naming ``folder``, a folder that several hosts' workers cannot share
+    safely: an ``flock`` that fails there (a filesystem or mount without locks: filelock would
+    otherwise fall back to a marker file that a killed holder leaves behind), an flock that lets a
+    second holder in, or a rename within the folder that fails (``staged_dir``, ``atomic_file``).
+
+    A probe from one host: it cannot see an flock that each NFS client keeps to itself
+    (``local_lock=flock``, ``nolock``); docs/scaling.md says what the mount must guarantee."""
+    folder = Path(folder).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".flock-probe-{os.getpid()}-{secrets.token_hex(4)}"
+    first = FileLock(str(probe), timeout=0, fallback_to_soft=False)
+    second = FileLock(str(probe), timeout=0, fallback_to_soft=False)
+    need = "the distributed executor needs shared storage with working flock across hosts (docs/scaling.md)"
+    try:
+        try:
+            first.acquire()
+        except OSError as exc:
+            raise SharedFolderUnfit(f"{folder}: flock does not work there ({exc.strerror or exc}); {need}") from None
+        try:
+            try:
+                second.acquire()
+            except Timeout:
+                pass
+            else:
+                second.release()
+                raise SharedFolderUnfit(f"{folder}: flock there does not exclude a second holder; {need}")
+        finally:
+            first.release()
+        staging, final = probe.with_name(probe.name + ".dir"), probe.with_name(probe.name + ".renamed")
+        try:
+            os.mkdir(staging)
+            os.rename(staging, final)
+            os.rmdir(final)
+        except OSError as exc:
+            raise SharedFolderUnfit(f"{folder}: renaming a folder within it fails ({exc.strerror or exc}); "
+                                    "the stage-and-swap writes need it (docs/scaling.md)") from None
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 @contextmanager
 def staged_dir(final: Path | str, *, replace: bool = True, lock: bool = True) -> Iterator[Path]:
     """Yield an empty hidden folder beside ``final``; when the block ends cleanly it becomes ``final``.
@@ -142,7 +194,7 @@ def staged_dir(final: Path | str, *, replace: bool = True, lock: bool = True) ->
     guard = (lambda: exclusive_lock(final.parent / SWAP_LOCK)) if lock else nullcontext
     with guard():
         clean_stale(final.parent)
-    staging = final.with_name(f".{final.name}.staging-{os.getpid()}-{secrets.token_hex(4)}")
+    staging = final.with_name(f".{final.name}.staging-{_writer()}")
     staging.mkdir()  # not mkdtemp: its 0700 mode would stick to the final folder
     try:
         yield staging
@@ -161,7 +213,7 @@ def _swap_in(staging: Path, final: Path, replace: bool) -> None:
     # POSIX cannot rename a folder over a non-empty one: move the old aside, move the new in,
     # then delete the old. A kill between the two renames leaves the old one aside, and
     # clean_stale puts it back.
-    old = final.with_name(f".{final.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+    old = final.with_name(f".{final.name}.old-{_writer()}")
     os.rename(final, old)
     try:
         os.rename(staging, final)
@@ -174,12 +226,18 @@ def _swap_in(staging: Path, final: Path, replace: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _writer() -> str:
+    """The unique part of a hidden name: ``<pid>@<host hash>-<random>``."""
+    return f"{os.getpid()}@{HOST_TAG}-{secrets.token_hex(4)}"
+
+
 def clean_stale(parent: Path) -> None:
     """Delete what writers that died left in ``parent`` under our hidden names; put back a folder
-    whose swap a kill interrupted (if nothing has replaced it since). Live writers' names stay."""
+    whose swap a kill interrupted (if nothing has replaced it since). Live writers' names stay, and
+    so do other hosts' (their pids cannot be checked from here; their own next writer cleans them)."""
     for entry in sorted(Path(parent).glob(".*-*-*")):
         match = _OURS.match(entry.name)
-        if not match or process_alive(int(match["pid"])):
+        if not match or (match["host"] or HOST_TAG) != HOST_TAG or process_alive(int(match["pid"])):
             continue
         final = entry.with_name(match["name"])
         if match["kind"] == "old" and not final.exists() and not final.is_symlink():
@@ -193,7 +251,7 @@ def clean_stale(parent: Path) -> None:
 def replace_symlink(link: Path | str, target: Path | str) -> None:
     """Point the symlink ``link`` at ``target`` (stored as given, e.g. a relative name), atomically."""
     link = Path(link)
-    tmp = link.with_name(f".{link.name}.link-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp = link.with_name(f".{link.name}.link-{_writer()}")
     tmp.symlink_to(target)
     try:
         os.replace(tmp, link)

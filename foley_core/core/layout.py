@@ -137,6 +137,10 @@ class Layout:
     def run_lock(self) -> Path:
         return self.root / ".foley-run.lock"
 
+    def step_lock(self, step: str) -> Path:
+        """The lock of one asset (``name`` or ``name[Class]``) while a worker writes it inside a `foley run`."""
+        return self.root / ".foley-steps" / f"{step}.lock"
+
     @property
     def outputs(self) -> Path:
         return self.profile.resolve(self.profile.paths.outputs_dir)

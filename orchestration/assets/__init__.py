@@ -8,31 +8,86 @@ metadata; the returned ``Artifact`` records which input versions it was made fro
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import os
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue
+from dagster._core.storage.tags import PARENT_RUN_ID_TAG
 
 from foley_core.core.config import Profile
-from foley_core.core.fsutil import exclusive_lock, held_by_this_process, who_holds
+from foley_core.core.env import RETRAIN
+from foley_core.core.fsutil import (
+    LockHeld,
+    describe_holder,
+    exclusive_lock,
+    held_by_this_process,
+    lock_holder,
+    who_holds,
+)
 from foley_core.core.layout import layout
 from foley_core.core.records import Artifact, input_versions
 from foley_core.stages import StageResult
+from orchestration.automation import FOLEY_HOST_TAG, FOLEY_RETRAIN_TAG, FOLEY_RUN_TAG
+
+
+@contextmanager
+def retraining(force: bool):
+    """``--force`` means retrain: the library's training caches are bypassed while this is held
+    (``foley_core.core.env.retrain_requested``), not merely the Dagster materialisations repeated."""
+    previous = os.environ.get(RETRAIN)
+    if force:
+        os.environ[RETRAIN] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RETRAIN, None)
+        else:
+            os.environ[RETRAIN] = previous
 
 
 @contextmanager
 def artifacts_lock(context: AssetExecutionContext, profile: Profile):
     """One writer per artifacts folder: a stage launched by the UI, a schedule or a sensor waits
     while a `foley run` (or another such stage) uses the folder. Inside `foley run`, which holds
-    the lock for its whole duration, stages run under its hold."""
+    the lock for its whole duration, stages run under its hold.
+
+    A step of a `foley run` that a worker executes (FOLEY_EXECUTOR=celery, docs/scaling.md) runs
+    under that run's hold too, since the run launched it; it holds the lock of its own asset and
+    partition besides, and refuses at once if another process holds that: two workers never write
+    one class."""
     path = layout(profile).run_lock
     if held_by_this_process(path):
         yield
+        return
+    if _held_by_the_launching_run(context, path):
+        partition = context.partition_key if context.has_partition_key else None
+        name = context.asset_key.path[-1] + (f"[{partition}]" if partition else "")
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(exclusive_lock(layout(profile).step_lock(name), timeout=0))
+            except LockHeld as exc:
+                raise RuntimeError(f"{name} is already being written by {describe_holder(exc.holder)}") from None
+            stack.enter_context(retraining(context.run.tags.get(FOLEY_RETRAIN_TAG) == "1"))
+            yield
         return
     holder = who_holds(path)
     if holder is not None:
         context.log.info(f"waiting for {holder} to finish with {path.parent}")
     with exclusive_lock(path):
         yield
+
+
+def _held_by_the_launching_run(context: AssetExecutionContext, path: Path) -> bool:
+    """True when the `foley run` that launched this step's run (its pid and host in the run's
+    tags) holds the artifacts lock right now."""
+    tags = getattr(getattr(context, "run", None), "tags", None) or {}  # none: not launched by a run
+    holder = lock_holder(path)
+    if not holder or not tags.get(FOLEY_RUN_TAG) or PARENT_RUN_ID_TAG in tags:
+        return False  # a re-execution from the UI copies the tags, but no `foley run` launched it
+    launched_by = (str(holder.get("pid")), holder.get("host")) == (tags[FOLEY_RUN_TAG], tags.get(FOLEY_HOST_TAG))
+    return launched_by and who_holds(path) is not None
 
 
 def stage_output(context: AssetExecutionContext, result: StageResult, **inputs) -> MaterializeResult:
