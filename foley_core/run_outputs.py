@@ -16,6 +16,7 @@ from foley_core.core.fsutil import replace_symlink, staged_dir, write_text_atomi
 from foley_core.core.layout import LATEST, SELECTION, layout
 from foley_core.core.plots import spectrogram_png
 from foley_core.core.records import lineage_rows
+from foley_core.generation.calibration import selection_table
 from foley_core.generation.prompts import prompt_table
 from foley_core.generation.store import load_clips
 from foley_core.report import ClassSection, write_report
@@ -67,6 +68,10 @@ def _write_run_folder(folder: Path, run_id: str, run_label: str, profile: Profil
         if len(table):
             tables[f"Prompt per class: {search['clips_per_prompt']} clips per prompt, CLAP cosine to the class's "
                    "training clips (own), to the nearest other class (other); the highest margin is chosen"] = table
+        if search.get("calibrated_selection"):
+            tables["Selection per class, measured on its training clips: their CLAP scores against the prompt "
+                   "(own, other classes'), AUC (own above other), candidates (1: selection off), floor, copy ceiling"] = \
+                selection_table(search)
     official = metrics.get("official")
     if official:
         rows = {**official["per_class"], "mean": official["mean_fad"],

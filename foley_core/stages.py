@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import soundfile as sf
 
@@ -32,6 +33,7 @@ from foley_core.data.recordings import recording_of, recordings_from_manifest
 from foley_core.data.sources import discover_all, discover_source, source_from_path
 from foley_core.evaluation import evaluate_generation, read_json
 from foley_core.export import clip_name, validate_dcase, write_dcase_clip
+from foley_core.generation.calibration import calibrate_class, selection_table
 from foley_core.generation.conditioning import load_conditioner, pretrained_audioldm_source
 from foley_core.generation.finetune import finetune_adapter
 from foley_core.generation.pipeline import assemble_pipeline, resolve_device
@@ -226,37 +228,50 @@ def model_version(profile: Profile) -> str:
 # ---------------------------------------------------------------- generation
 def choose_prompts(profile: Profile) -> StageResult:
     """The prompt search: each class's candidate prompts generate a few clips, scored against the
-    class's training clips (``generation.prompts``); generation then uses each class's winner."""
+    class's training clips (``generation.prompts``); generation then uses each class's winner. With
+    ``generation.calibrate_selection``, each class's selection settings are measured on the same
+    training clips under the same CLAP (``generation.calibration``)."""
     where = layout(profile)
-    clips = profile.generation.prompt_search_clips
-    record: dict = {"clips_per_prompt": clips, "model_version": model_version(profile), "classes": {}}
-    if clips:
+    clips, calibrate = profile.generation.prompt_search_clips, profile.generation.calibrate_selection
+    record: dict = {"clips_per_prompt": clips, "calibrated_selection": calibrate, "model_version": model_version(profile),
+                    "classes": {c.name: {"winner": c.prompts[0], "candidates": []} for c in profile.classes}}
+    if clips or calibrate:
         pipelines: dict = {}
         for label in profile.class_names:
             model = profile.model_of(label)
             if model not in pipelines:
                 pipelines[model] = assemble_pipeline(profile, "adapter", model)
-        clap_version = pipelines[profile.model_of(profile.class_names[0])].scoring_clap().version
-        record["clap_version"] = clap_version
+        clap = pipelines[profile.model_of(profile.class_names[0])].scoring_clap()
+        record["clap_version"] = clap.version
         train = load_manifest(where.dataset, profile.class_names)
         train = train[train["split"] == "train"]  # the held-out clips stay unseen until the evaluation
-        embedded = cached_audio_embeddings(profile, clap_version, train)
-        centroids = class_centroids({label: [embedded[h] for h in rows["content_hash"]]
-                                     for label, rows in train.groupby("class")})
+        embedded = cached_audio_embeddings(profile, clap.version, train)
+        by_class = {label: np.stack([embedded[h] for h in rows["content_hash"]]) for label, rows in train.groupby("class")}
+        centroids = class_centroids(by_class)
         for label in profile.class_names:
-            if label not in centroids:  # no training clip to score against (a tiny or all-held-out class)
-                record["classes"][label] = {"winner": profile.class_config(label).prompts[0], "candidates": [],
-                                            "skipped": "no training clips to score the prompts against"}
-                continue
-            rows = score_prompts(pipelines[profile.model_of(label)], profile, label, centroids, clips)
-            record["classes"][label] = {"winner": choose(rows), "candidates": rows}
-    else:
-        record["classes"] = {c.name: {"winner": c.prompts[0], "candidates": []} for c in profile.classes}
+            entry = record["classes"][label]
+            if clips and label not in centroids:  # no training clip to score against (a tiny or all-held-out class)
+                entry["skipped"] = "no training clips to score the prompts against"
+            elif clips:
+                rows = score_prompts(pipelines[profile.model_of(label)], profile, label, centroids, clips)
+                entry.update(winner=choose(rows), candidates=rows)
+            if calibrate:
+                cfg = profile.class_config(label)
+                others = [by_class[c] for c in by_class if c != label]
+                entry["selection"] = calibrate_class(
+                    clap.encode_text([entry["winner"]]).numpy()[0], by_class.get(label, np.zeros((0, 1))),
+                    np.concatenate(others) if others else np.zeros((0, 1)),
+                    multi_target=cfg.clap_floor is None, candidates=cfg.candidates)
     write_text_atomic(where.prompts, json.dumps(record, indent=2))
     table = prompt_table(record)
     winners = {label: entry["winner"] for label, entry in record["classes"].items()}
-    return StageResult(json_hash(winners)[:16], where.prompts, {"winners": winners, "clips_per_prompt": clips},
-                       {"prompts": table.to_markdown(index=False) if len(table) else "no search (generation.prompt_search_clips: 0): each class uses its first configured prompt"})
+    selection = {label: entry.get("selection") for label, entry in record["classes"].items()}
+    note = "no search (generation.prompt_search_clips: 0): each class uses its first configured prompt"
+    markdown = {"prompts": table.to_markdown(index=False) if len(table) else note}
+    if calibrate:
+        markdown["selection"] = selection_table(record).to_markdown(index=False)
+    return StageResult(json_hash([winners, selection])[:16], where.prompts,
+                       {"winners": winners, "clips_per_prompt": clips, "calibrated_selection": calibrate}, markdown)
 
 
 def generate_candidates(profile: Profile, label: str) -> StageResult:

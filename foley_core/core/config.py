@@ -365,6 +365,10 @@ class GenerationConfig(_Strict):
     # The prompt search (class_prompts asset): clips generated per candidate prompt of a class,
     # scored against the class's training clips; 0 = no search, every class uses its first prompt.
     prompt_search_clips: int = Field(2, ge=0, le=16)
+    # Selection measured on each class's training clips under the CLAP that selects (class_prompts
+    # asset, generation/calibration.py): whether selection is on, the floor, the copy ceiling.
+    # Off: every class's configured candidates and clap_floor, and clap_ceiling above.
+    calibrate_selection: bool = False
 
     @field_validator("device")
     @classmethod

@@ -55,19 +55,24 @@ class ClassGeneration:
 
 def generate_class(pipeline: FoleyPipeline, profile: Profile, class_name: str, n_clips: int, *,
                    targets: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None,
-                   stage: str | None = None, prompt: str | None = None) -> ClassGeneration:
+                   stage: str | None = None, prompt: str | None = None, selection: dict | None = None) -> ClassGeneration:
     """``n_clips`` selected clips of ``class_name``; live progress in the terminal (``stage`` names
     it, default "generate <class>"; see foley_core.core.progress) and ``progress(done, total)`` per clip.
-    ``prompt``: the class's text (the prompt search's winner); default its first configured prompt."""
+    ``prompt``: the class's text (the prompt search's winner); default its first configured prompt.
+    ``selection``: ``candidates``, ``floor`` and ``ceiling`` (``generation.calibration``); default the
+    class's configured ones."""
     cfg = profile.class_config(class_name)
     prompt = prompt or cfg.prompts[0]
+    selection = selection or {"candidates": cfg.candidates, "floor": cfg.clap_floor,
+                              "ceiling": profile.generation.clap_ceiling}
+    candidates = selection["candidates"]
     multi_target = targets is not None and cfg.clap_floor is None
-    floor = MULTI_TARGET_START_FLOOR if multi_target else cfg.clap_floor
-    selectors = [SlotSelector(floor, profile.generation.clap_ceiling, 3 if multi_target else 0) for _ in range(n_clips)]
+    floor = MULTI_TARGET_START_FLOOR if multi_target else selection["floor"]
+    selectors = [SlotSelector(floor, selection["ceiling"], 3 if multi_target else 0) for _ in range(n_clips)]
     seeds = [slot_seed(profile.seed, class_name, slot) for slot in range(n_clips)]
     kept: dict[tuple[int, int], np.ndarray] = {}  # (slot, attempt) -> candidates, only what selection may need
     first = np.zeros((n_clips, profile.audio.clip_samples), dtype=np.float32)
-    chunk = max(1, MAX_BATCH_ROWS // cfg.candidates)
+    chunk = max(1, MAX_BATCH_ROWS // candidates)
     done = 0
     reporter = ProgressReporter(stage or f"generate {class_name}", n_clips, unit="clips")
     reporter.update(0)
@@ -78,7 +83,7 @@ def generate_class(pipeline: FoleyPipeline, profile: Profile, class_name: str, n
                 break
             for start in range(0, len(pending), chunk):
                 slots = pending[start : start + chunk]
-                out = pipeline([prompt] * len(slots), n_candidates=cfg.candidates, guidance_scale=cfg.guidance,
+                out = pipeline([prompt] * len(slots), n_candidates=candidates, guidance_scale=cfg.guidance,
                                seeds=[seeds[s] for s in slots], attempt=attempt,
                                targets=targets[slots] if multi_target else None)
                 reporter.update(done)  # refreshes elapsed / ETA even when no slot finished

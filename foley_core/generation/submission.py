@@ -16,6 +16,7 @@ from foley_core.clap.cache import cached_model_version
 from foley_core.core.config import Profile
 from foley_core.core.layout import CLASS_MODELS, PIPELINE_CONFIG, layout
 from foley_core.data.ingest import load_manifest
+from foley_core.generation.calibration import calibrated_selection
 from foley_core.generation.generate import ClassGeneration, generate_class
 from foley_core.generation.pipeline import FoleyPipeline, place
 from foley_core.generation.prompts import chosen_prompt
@@ -59,11 +60,14 @@ def class_targets(pipeline: FoleyPipeline, profile: Profile, label: str, n_clips
 
 def generate_selected(pipeline: FoleyPipeline, profile: Profile, label: str, n_clips: int,
                       progress: Callable[[int, int], None] | None = None, stage: str | None = None) -> ClassGeneration:
-    """``n_clips`` selected clips of a class, with the profile's per-class selection settings and
-    the class's chosen prompt (``generation.prompts.chosen_prompt``)."""
+    """``n_clips`` selected clips of a class, with the class's chosen prompt
+    (``generation.prompts.chosen_prompt``) and its selection settings: configured, or calibrated on
+    its training clips under this pipeline's CLAP (``generation.calibration.calibrated_selection``)."""
     targets = class_targets(pipeline, profile, label, n_clips)
+    clap = pipeline.scoring_clap() if profile.generation.calibrate_selection else None
+    selection = calibrated_selection(profile, label, clap.version if clap is not None else None)
     return generate_class(pipeline, profile, label, n_clips, targets=targets, progress=progress, stage=stage,
-                          prompt=chosen_prompt(profile, label))
+                          prompt=chosen_prompt(profile, label), selection=selection)
 
 
 def pipeline_for_class(default: FoleyPipeline, folder: Path | None, profile: Profile, label: str,
