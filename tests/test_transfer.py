@@ -69,6 +69,25 @@ def test_a_manifest_recording_column_overrides_the_name_rule(tmp_path):
     assert set(split["recording"]) == {"take", "other"}
 
 
+def test_a_class_from_two_collections_holds_out_a_whole_collection(tmp_path):
+    """Keyboard from two collections (the manifest's source column, first word): the smaller one is held out
+    whole, so the gate hears a source the fine-tune never did; DogBark from one collection splits by recording."""
+    keys = [f"Keyboard/zoom_{i}.wav" for i in range(4)] + [f"Keyboard/panda-{i}.wav" for i in range(8)]
+    dogs = [f"DogBark/{r}-3-0-{i}.wav" for r in (11, 22, 33, 44) for i in range(2)]
+    sources = (["github:someone/Keystroke-Datasets Zoom/"] * 4 + ["pypi:keyboardsounds 6.4.3 profiles/holy-panda"] * 8
+               + [f"UrbanSound8K fold 1 fsID {r}" for r in (11, 22, 33, 44) for _ in range(2)])
+    pd.DataFrame({"file": keys + dogs, "source": sources}).to_csv(tmp_path / "MANIFEST.csv", index=False)
+    table = pd.DataFrame([{"class": f.split("/")[0], "source_path": str(tmp_path / f), "split": "train"} for f in keys + dogs])
+    split = split_by_recording(table, 0.25, root=tmp_path)
+    keyboard = split[split["class"] == "Keyboard"]
+    assert set(keyboard["held_out_by"]) == {"collection"}
+    assert dict(keyboard.groupby("collection")["split"].agg(set)) == {"github:someone/Keystroke-Datasets": {"val"},
+                                                                      "pypi:keyboardsounds": {"train"}}
+    dog = split[split["class"] == "DogBark"]
+    assert set(dog["held_out_by"]) == {"recording"} and set(dog["collection"]) == {"UrbanSound8K"}
+    assert set(dog["split"]) == {"train", "val"} and dog.groupby("recording")["split"].nunique().max() == 1
+
+
 # ---------------------------------------------------------------- condition dropout
 def test_condition_dropout_uses_the_vector_the_sampler_guides_against():
     from diffusers import DDPMScheduler

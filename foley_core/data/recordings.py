@@ -12,6 +12,13 @@ The recording of a file is its name with trailing take / slice numbers removed (
 ``.2``, ``_7``), unless a ``recording`` column in a ``MANIFEST.csv`` at the source's root
 says otherwise. Which recordings are held out is decided by a hash of the recording's name:
 stable when files are added, and the same in every process that splits the same folder.
+
+A split by recording still keeps one collection's microphones and noise floor on both sides,
+and a fine-tune that learnt the collection rather than the sound looks good on it (issue 25).
+So where a class's files come from two or more collections (the first word of the manifest's
+``source`` column: a dataset such as ``UrbanSound8K``, a package, a repository), whole
+collections are held out instead, smallest first: the gate then measures the class on sound
+from a source the fine-tune never heard. ``held_out_by`` says which rule split each class.
 """
 
 from __future__ import annotations
@@ -45,29 +52,66 @@ def recordings_from_manifest(root: Path) -> dict[str, str]:
     return {str((Path(root) / f).resolve()): r for f, r in zip(table["file"], table["recording"]) if isinstance(r, str)}
 
 
+def collection_of(source: str) -> str:
+    """The collection a manifest's ``source`` names: its first word (``UrbanSound8K fold 2 fsID 100652``
+    -> ``UrbanSound8K``, ``ESC-50 fold 1; ...`` -> ``ESC-50``); empty when it names none."""
+    words = str(source).split()
+    return words[0].rstrip(";,") if words else ""
+
+
+def collections_from_manifest(root: Path) -> dict[str, str]:
+    """``{absolute file path: collection}`` from ``root/MANIFEST.csv`` when it has a source column."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path, dtype=str)
+    if not {"file", "source"} <= set(table.columns):
+        return {}
+    return {str((Path(root) / f).resolve()): collection_of(c) for f, c in zip(table["file"], table["source"])
+            if isinstance(c, str) and collection_of(c)}
+
+
 def _rank(label: str, recording: str) -> int:
     return stable_seed(label, recording, bits=48)
 
 
 def split_by_recording(manifest: pd.DataFrame, val_fraction: float, root: Path | None = None) -> pd.DataFrame:
-    """The manifest with ``recording`` set and ``split`` re-drawn so that every recording lies
-    wholly in train or wholly in val. Per class, the recordings first in hash order are held out
-    until they hold about ``val_fraction`` of the class's clips; a class with two or more
-    recordings keeps at least one on each side, a class with one recording trains on it."""
+    """The manifest with ``recording``, ``collection`` and ``held_out_by`` set and ``split`` re-drawn
+    so that every recording lies wholly in train or wholly in val. A class whose files come from
+    two or more collections holds out whole collections, smallest first, until about ``val_fraction``
+    of its clips (at least one collection, never the largest). Otherwise the recordings first in hash
+    order are held out until they hold about ``val_fraction`` of the class's clips; a class with two
+    or more recordings keeps at least one on each side, a class with one recording trains on it."""
     out = manifest.copy()
     named = recordings_from_manifest(root) if root is not None else {}
+    collections = collections_from_manifest(root) if root is not None else {}
     out["recording"] = [named.get(str(Path(p).resolve()), recording_of(p)) for p in out["source_path"]]
+    out["collection"] = [collections.get(str(Path(p).resolve()), "") for p in out["source_path"]]
     out["split"] = "train"
+    out["held_out_by"] = "recording"
     for label, rows in out.groupby("class"):
+        sources = rows[rows["collection"] != ""].groupby("collection").size()
+        if len(sources) >= 2:  # sound from a source the fine-tune never heard
+            held = _held_out(sorted(sources.index, key=lambda c: (sources[c], _rank(str(label), c))), sources,
+                             val_fraction * len(rows))
+            out.loc[rows.index, "held_out_by"] = "collection"
+            out.loc[rows.index[rows["collection"].isin(held)], "split"] = "val"
+            continue
         sizes = rows.groupby("recording").size()
         if len(sizes) < 2:
             continue
-        order = sorted(sizes.index, key=lambda r: _rank(str(label), r))
-        held, count = [], 0
-        for recording in order[:-1]:  # the last one always trains
-            if held and count + sizes[recording] / 2 > val_fraction * len(rows):
-                break
-            held.append(recording)
-            count += sizes[recording]
+        held = _held_out(sorted(sizes.index, key=lambda r: _rank(str(label), r)), sizes, val_fraction * len(rows))
         out.loc[rows.index[rows["recording"].isin(held)], "split"] = "val"
     return out
+
+
+def _held_out(order: list[str], sizes: pd.Series, target: float) -> list[str]:
+    """The groups held out, taken in ``order`` until they hold about ``target`` clips: at least one,
+    never the last (it always trains)."""
+    held, count = [], 0
+    for group in order[:-1]:
+        if held and count + sizes[group] / 2 > target:
+            break
+        held.append(group)
+        count += sizes[group]
+    return held

@@ -26,8 +26,12 @@ def gate(profile: Profile, base_dir: Path, candidate_dir: Path, data: SourceData
     embedder = make_profile_embedder(profile)
     references = {c: embedder.embed_files(list(rows["abs_path"])) for c, rows in data.val.groupby("class")}
     n = profile.transfer.eval_clips_per_class
-    result: dict = {"embedder": embedder.name, "reference": f"held-out recordings of {data.root} (split by recording)",
-                    "clips_per_class": n, "reference_clips": {c: int(n) for c, n in data.val["class"].value_counts().items()}}
+    held_out_by = data.manifest.groupby("class")["held_out_by"].first().to_dict() if "held_out_by" in data.manifest else {}
+    result: dict = {"embedder": embedder.name, "clips_per_class": n,
+                    "reference": f"held-out recordings of {data.root} (whole recordings; whole collections where a "
+                                 "class has files from two or more, per its MANIFEST.csv source column)",
+                    "held_out_by": {c: held_out_by.get(c, "recording") for c in data.classes},
+                    "reference_clips": {c: int(n) for c, n in data.val["class"].value_counts().items()}}
     generated: dict[str, dict[str, np.ndarray]] = {}
     for who, folder in (("base", base_dir), ("finetuned", candidate_dir)):
         default = place(FoleyPipeline.from_pretrained(folder, profile), profile.generation)
@@ -58,7 +62,8 @@ def summary_rows(record: dict) -> list[dict]:
     rows = []
     for label in record["classes"]:
         b, f = gate_["base"]["per_class"][label], gate_["finetuned"]["per_class"][label]
-        rows.append({"class": label, "fad_base": round(b["fad"], 1), "fad_finetuned": round(f["fad"], 1),
+        rows.append({"class": label, "held_out_by": gate_.get("held_out_by", {}).get(label, "recording"),
+                     "fad_base": round(b["fad"], 1), "fad_finetuned": round(f["fad"], 1),
                      "kad_base": round(b["kad"], 4), "kad_finetuned": round(f["kad"], 4),
                      "consistent_base": label in gate_["base"]["consistent_classes"],
                      "consistent_finetuned": label in gate_["finetuned"]["consistent_classes"],
