@@ -259,3 +259,16 @@ def test_a_folder_with_no_recording_to_hold_out_is_refused_with_the_reason(own_m
     result = CliRunner().invoke(main, ["finetune", str(root), "--profile", str(profile_file)])
     assert result.exit_code == 2
     assert "no class has two or more recordings" in result.output
+
+
+def test_a_class_with_one_held_out_clip_is_left_out_not_a_crash_in_the_gate(own_model, tmp_path):
+    """Three one-clip recordings: one is held out, one clip, too few for a FAD; the class is left out with the
+    reason (before: the gate crashed measuring it), here leaving nothing to fine-tune on."""
+    _, profile_file = own_model
+    root = tmp_path / "thin"
+    (root / "DogBark").mkdir(parents=True)
+    for name in ("alpha", "bravo", "charlie"):
+        sf.write(root / "DogBark" / f"{name}.wav", _burst(16000, 0.5, 400.0, len(name)), 16000)
+    result = CliRunner().invoke(main, ["finetune", str(root), "--profile", str(profile_file)])
+    assert result.exit_code == 2, result.output
+    assert "two held-out clips" in result.output

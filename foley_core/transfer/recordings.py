@@ -69,12 +69,18 @@ def ingest_recordings(profile: Profile, source: Path) -> SourceData:
                          f"({', '.join(fine_tunable_classes(profile))}); {len(result.quarantined)} file(s) quarantined")
     manifest = split_by_recording(manifest, profile.transfer.val_fraction, root=source)
     splits = manifest.groupby("class")["split"].agg(set)
-    classes = [c for c in profile.class_names if c in splits and {"train", "val"} <= splits[c]]
-    skipped = sorted(set(splits.index) - set(classes))
+    held_clips = manifest[manifest["split"] == "val"].groupby("class").size()
+    split_ok = [c for c in profile.class_names if c in splits and {"train", "val"} <= splits[c]]
+    one_clip = [c for c in split_ok if held_clips.get(c, 0) < 2]  # a FAD of the held-out clips needs two
+    classes = [c for c in split_ok if c not in one_clip]
+    skipped = sorted(set(splits.index) - set(split_ok))
     if skipped:
         log.warning(f"{', '.join(skipped)}: one recording only, so nothing to hold out; not fine-tuned on")
+    if one_clip:
+        log.warning(f"{', '.join(one_clip)}: one held-out clip only, too few to measure the fine-tune against "
+                    "(a FAD needs two); not fine-tuned on")
     if not classes:
-        raise ValueError(f"{source}: no class has two or more recordings, so none can be held out to check the "
+        raise ValueError(f"{source}: no class has two or more recordings (and two held-out clips), so none can be held out to check the "
                          "fine-tune against (files named <name>-1.wav, <name>-2.wav count as one recording)")
     manifest = manifest[manifest["class"].isin(classes)].reset_index(drop=True)
     clips = sorted(zip(manifest["content_hash"], manifest["split"], manifest["caption"]))  # what the fine-tune learns from
