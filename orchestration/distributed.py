@@ -36,10 +36,10 @@ from dagster import (
     DagsterInstance,
     Definitions,
     JobDefinition,
+    build_reconstructable_job,
     define_asset_job,
     execute_job,
 )
-from dagster._core.definitions.reconstruct import ReconstructableJob, build_reconstructable_job
 from dagster._core.execution.execution_result import ExecutionResult
 from dagster._core.execution.job_execution_result import JobExecutionResult
 from dagster._core.storage.tags import PARTITION_NAME_TAG
@@ -110,7 +110,7 @@ def _steps_job(profile_name: str, overrides_json: str, asset_names: tuple[str, .
                        resources=dict(defs.resources)).resolve_job_def(JOB)
 
 
-def steps_job_pointer(profile_name: str, overrides: dict | None, keys: list[AssetKey]) -> ReconstructableJob:
+def steps_job_pointer(profile_name: str, overrides: dict | None, keys: list[AssetKey]):
     """What a worker needs to rebuild ``steps_job``: the module, the function and its arguments."""
     return build_reconstructable_job(__name__, steps_job.__name__, reconstructable_kwargs={
         "profile_name": profile_name, "overrides_json": json.dumps(overrides or {}, sort_keys=True),

@@ -41,15 +41,20 @@ def recording_of(path: str | Path) -> str:
     return base or stem  # a name that is only numbers is its own recording
 
 
-def recordings_from_manifest(root: Path) -> dict[str, str]:
-    """``{absolute file path: recording}`` from ``root/MANIFEST.csv`` when it has a recording column."""
+def _manifest_column(root: Path, column: str) -> dict[str, str]:
+    """``{absolute file path: value}`` of ``column`` in ``root/MANIFEST.csv``; empty without the file or column."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         return {}
     table = pd.read_csv(path, dtype=str)
-    if not {"file", "recording"} <= set(table.columns):
+    if not {"file", column} <= set(table.columns):
         return {}
-    return {str((Path(root) / f).resolve()): r for f, r in zip(table["file"], table["recording"]) if isinstance(r, str)}
+    return {str((Path(root) / f).resolve()): v for f, v in zip(table["file"], table[column]) if isinstance(v, str)}
+
+
+def recordings_from_manifest(root: Path) -> dict[str, str]:
+    """``{absolute file path: recording}`` from ``root/MANIFEST.csv`` when it has a recording column."""
+    return _manifest_column(root, "recording")
 
 
 def collection_of(source: str) -> str:
@@ -61,14 +66,8 @@ def collection_of(source: str) -> str:
 
 def collections_from_manifest(root: Path) -> dict[str, str]:
     """``{absolute file path: collection}`` from ``root/MANIFEST.csv`` when it has a source column."""
-    path = Path(root) / MANIFEST
-    if not path.is_file():
-        return {}
-    table = pd.read_csv(path, dtype=str)
-    if not {"file", "source"} <= set(table.columns):
-        return {}
-    return {str((Path(root) / f).resolve()): collection_of(c) for f, c in zip(table["file"], table["source"])
-            if isinstance(c, str) and collection_of(c)}
+    return {path: collection_of(source) for path, source in _manifest_column(root, "source").items()
+            if collection_of(source)}
 
 
 def _rank(label: str, recording: str) -> int:

@@ -13,7 +13,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue
-from dagster._core.storage.tags import PARENT_RUN_ID_TAG
 
 from foley_core.core.config import Profile
 from foley_core.core.env import RETRAIN
@@ -29,6 +28,10 @@ from foley_core.core.layout import layout
 from foley_core.core.records import Artifact, input_versions
 from foley_core.stages import StageResult
 from orchestration.automation import FOLEY_HOST_TAG, FOLEY_RETRAIN_TAG, FOLEY_RUN_TAG
+
+# The tag Dagster sets on a re-execution launched from the UI (its value is public; its constant lives in a
+# private module, which may move in any release)
+PARENT_RUN_ID_TAG = "dagster/parent_run_id"
 
 
 @contextmanager
