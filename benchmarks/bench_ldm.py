@@ -55,7 +55,7 @@ def build(profile: Profile, which: str) -> tuple[pl.LightningModule, object]:
         wave = 0.1 * torch.randn(n, frames * audio.hop_length, generator=generator)
         return module, (MelFrontEnd(audio)(wave)[:, 0], wave)
     vae_down = 2 ** (len(ldm.vae.block_out_channels) - 1)
-    height = audio.clip_samples // audio.hop_length // vae_down
+    height = ldm.unet.crop_frames or audio.clip_samples // audio.hop_length // vae_down  # the training crop
     shape = (ldm.unet.batch_size, ldm.vae.latent_channels, height, audio.n_mels // vae_down)
     unet = build_unet(ldm.unet, ldm.vae.latent_channels, profile.clap.embed_dim)
     conditions = torch.nn.functional.normalize(torch.randn(shape[0], profile.clap.embed_dim, generator=generator), dim=1)

@@ -463,16 +463,16 @@ def probe_finetune_memory(profile_file: Path, echo, val_repeats: int = 1) -> dic
     try:
         with torch.no_grad():
             started = time.perf_counter()
-            means, stds = finetune._latents(components, train, profile)
+            means, stds, anchors = finetune._latents(components, train, profile)
             step("training latents", started)
             started = time.perf_counter()
             index, texts = finetune._clip_texts(train, profile)
             text = torch.from_numpy(np.asarray(embed_text(texts), dtype=np.float32))
             pick = torch.tensor(index)
-            data = LatentConditions(means[pick], stds[pick], text, profile.finetune.crop_frames)
+            data = LatentConditions(means[pick], stds[pick], text, profile.finetune.crop_frames, anchors[index])
             step("text embeddings and pairs", started)
             started = time.perf_counter()
-            val_means, _ = finetune._latents(components, val, profile)
+            val_means, _, _ = finetune._latents(components, val, profile)
             prompts = [profile.class_config(c).prompts[0] for c in val["class_"]]
             val_text = torch.from_numpy(np.asarray(embed_text(prompts), dtype=np.float32))
             loss = finetune.validation_loss(components, EmbeddingAdapter(components.condition_dim), val_means,

@@ -31,7 +31,7 @@ from foley_core.core.fsutil import staged_dir
 from foley_core.core.hashing import json_hash
 from foley_core.generation.adapter import EmbeddingAdapter
 from foley_core.ldm.components import LdmComponents
-from foley_core.ldm.data import InMemoryDataModule, LatentConditions, compute_log_mels, load_waveforms
+from foley_core.ldm.data import InMemoryDataModule, LatentConditions, compute_log_mels, event_anchors, load_waveforms
 from foley_core.ldm.mel import pad_frames
 from foley_core.ldm.models import unet_downsampling, unet_input, vae_downsampling
 from foley_core.ldm.modules import UnetModule
@@ -78,11 +78,12 @@ def _clip_texts(rows: pd.DataFrame, profile: Profile) -> tuple[list[int], list[s
     return index, texts
 
 
-def _latents(components: LdmComponents, rows: pd.DataFrame, profile: Profile) -> tuple[torch.Tensor, torch.Tensor]:
+def _latents(components: LdmComponents, rows: pd.DataFrame, profile: Profile) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Scaled VAE posteriors (means, stds) of the clips and their crops' event anchors at latent resolution."""
     multiple = vae_downsampling(components.vae) * unet_downsampling(components.unet)
-    log_mels = compute_log_mels(load_waveforms(rows, profile.audio), components.front_end)
-    images = components.normalisation.normalise(pad_frames(log_mels, multiple))
-    return _encode_posteriors(components.vae, images, components.latent_scale)
+    log_mels = pad_frames(compute_log_mels(load_waveforms(rows, profile.audio), components.front_end), multiple)
+    means, stds = _encode_posteriors(components.vae, components.normalisation.normalise(log_mels), components.latent_scale)
+    return means, stds, event_anchors(log_mels, means.shape[-2])
 
 
 @torch.no_grad()
@@ -146,13 +147,14 @@ def finetune_adapter(profile: Profile, manifest: pd.DataFrame, embed_text: TextE
     steps = profile.finetune.steps if (train_adapter or train_unet) else 0
     data = None  # the identity ablation with nothing to train needs no training latents (they cost a VAE pass)
     if steps:
-        means, stds = _latents(components, train, profile)
+        means, stds, anchors = _latents(components, train, profile)
         text = torch.from_numpy(np.asarray(embed_text(texts), dtype=np.float32))
         pick = torch.tensor(index)
         if profile.finetune.crop_frames % unet_downsampling(components.unet):
             raise ValueError(f"finetune.crop_frames={profile.finetune.crop_frames} must be a multiple of the UNet's "
                              f"time downsampling ({unet_downsampling(components.unet)})")
-        data = InMemoryDataModule(LatentConditions(means[pick], stds[pick], text, profile.finetune.crop_frames),
+        data = InMemoryDataModule(LatentConditions(means[pick], stds[pick], text, profile.finetune.crop_frames,
+                                                   anchors[index]),
                                   profile.finetune.batch_size,
                                   profile.trainer.num_workers, profile.seed)
     module = AdapterModule(components, adapter, profile, train_adapter=train_adapter, train_unet=train_unet,
@@ -162,7 +164,7 @@ def finetune_adapter(profile: Profile, manifest: pd.DataFrame, embed_text: TextE
                  precision=profile.finetune.precision)
 
     adapter.eval()
-    val_means, _ = _latents(components, val, profile)
+    val_means, _, _ = _latents(components, val, profile)
     val_text = torch.from_numpy(np.asarray(embed_text([profile.class_config(c).prompts[0] for c in val["class_"]]), dtype=np.float32))
     prompts = {c.name: c.prompts[0] for c in profile.classes}
     raw = torch.from_numpy(np.asarray(embed_text(list(prompts.values())), dtype=np.float32))

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from foley_core.core.config import AudioConfig
@@ -63,11 +64,43 @@ def conditioning_matrix(conditioning: Conditioning, content_hashes: list[str]) -
     return torch.from_numpy(matrix)
 
 
-class MelCrops(Dataset):
-    """Random time crops of normalised log-mel images ``(1, crop, n_mels)`` (whole clips when crop is 0)."""
+def event_anchors(log_mels: torch.Tensor, frames: int) -> torch.Tensor:
+    """Where to centre each clip's training crops: a distribution over ``frames`` time steps per clip,
+    half uniform and half proportional to the step's mel power, as cumulative sums ``(n, frames)``.
 
-    def __init__(self, images: torch.Tensor, crop_frames: int):
-        self.images = images
+    A Foley clip is often one short event (a bark, a shot) in 4 s of near silence. Uniform crops
+    shorter than the clip then mostly hold silence, and a model trained on them learns the gap
+    instead of the event (docs/benchmarks.md: 1.3 s uniform crops ruined DogBark, GunShot and
+    Sneeze_Cough). Anchoring half of the crops on the power keeps the events in view; the uniform
+    half keeps silence and quiet texture in the training data. ``log_mels``: natural-log mel
+    magnitudes ``(n, 1, T, n_mels)`` (``MelFrontEnd``), pooled here to ``frames`` steps."""
+    power = torch.exp(2 * log_mels[:, 0].float()).sum(-1)  # (n, T): mel power per frame
+    power = F.adaptive_avg_pool1d(power.unsqueeze(1), frames).squeeze(1)
+    share = power / power.sum(-1, keepdim=True).clamp_min(1e-12)
+    cdf = torch.cumsum(0.5 / frames + 0.5 * share, dim=-1)
+    cdf[:, -1] = 1.0  # exact, whatever the rounding of the sums
+    return cdf.double().numpy()
+
+
+def crop_start(rng: np.random.Generator, length: int, crop: int, anchors: np.ndarray | None) -> int:
+    """The first frame of a ``crop``-frame window of a ``length``-frame item: uniform without
+    ``anchors``; with them (a cumulative distribution of one item, ``event_anchors``), a window drawn
+    uniformly among those holding an anchor frame drawn from that distribution."""
+    if crop >= length:
+        return 0
+    if anchors is None:
+        return int(rng.integers(0, length - crop + 1))
+    anchor = min(int(np.searchsorted(anchors, rng.random(), side="right")), length - 1)
+    return int(rng.integers(max(0, anchor - crop + 1), min(anchor, length - crop) + 1))
+
+
+class MelCrops(Dataset):
+    """Event-anchored time crops of normalised log-mel images ``(1, crop, n_mels)`` (whole clips when crop is 0).
+
+    ``anchors``: ``event_anchors`` of the images' raw log-mels; without them crops are uniform."""
+
+    def __init__(self, images: torch.Tensor, crop_frames: int, anchors: np.ndarray | None = None):
+        self.images, self.anchors = images, anchors
         self.crop = crop_frames if 0 < crop_frames < images.shape[-2] else images.shape[-2]
 
     def __len__(self) -> int:
@@ -75,23 +108,25 @@ class MelCrops(Dataset):
 
     def __getitem__(self, item: Draw) -> torch.Tensor:
         index, rng = sample_rng(item)
-        start = int(rng.integers(0, self.images.shape[-2] - self.crop + 1))
+        anchors = None if self.anchors is None else self.anchors[index]
+        start = crop_start(rng, self.images.shape[-2], self.crop, anchors)
         return self.images[index, :, start : start + self.crop]
 
 
 class VocoderSegments(Dataset):
-    """Aligned random segments: log-mel ``(frames, n_mels)`` and the waveform ``(frames * hop,)`` it came from."""
+    """Aligned event-anchored segments: log-mel ``(frames, n_mels)`` and the waveform ``(frames * hop,)`` it came from."""
 
     def __init__(self, log_mels: torch.Tensor, waves: torch.Tensor, segment_frames: int, hop: int):
         self.log_mels, self.waves, self.hop = log_mels, waves, hop
         self.frames = min(segment_frames, log_mels.shape[-2])
+        self.anchors = event_anchors(log_mels, log_mels.shape[-2])
 
     def __len__(self) -> int:
         return len(self.log_mels)
 
     def __getitem__(self, item: Draw) -> tuple[torch.Tensor, torch.Tensor]:
         index, rng = sample_rng(item)
-        start = int(rng.integers(0, self.log_mels.shape[-2] - self.frames + 1))
+        start = crop_start(rng, self.log_mels.shape[-2], self.frames, self.anchors[index])
         mel = self.log_mels[index, 0, start : start + self.frames]
         wave = self.waves[index, start * self.hop : (start + self.frames) * self.hop]
         return mel, wave
@@ -100,14 +135,18 @@ class VocoderSegments(Dataset):
 class LatentConditions(Dataset):
     """VAE posterior (mean, std) of each clip with its conditioning vector; the latent is sampled per step.
 
-    ``crop_frames`` > 0: a random time crop of that many latent frames per item, drawn from the item's
-    own RNG (so a resumed run crops as an uninterrupted one). The UNet is convolutional in time, so it
+    ``crop_frames`` > 0: a time crop of that many latent frames per item, drawn from the item's own RNG
+    (so a resumed run crops as an uninterrupted one) and anchored on its events when ``anchors``
+    (``event_anchors`` at latent resolution) are given. The UNet is convolutional in time, so it
     learns the same denoiser from crops at a fraction of the arithmetic, and samples whole clips."""
 
-    def __init__(self, means: torch.Tensor, stds: torch.Tensor, conditions: torch.Tensor, crop_frames: int = 0):
+    def __init__(self, means: torch.Tensor, stds: torch.Tensor, conditions: torch.Tensor, crop_frames: int = 0,
+                 anchors: np.ndarray | None = None):  # fmt: skip
         if not len(means) == len(stds) == len(conditions):
             raise ValueError("latents and conditions must have one row per clip")
-        self.means, self.stds, self.conditions = means, stds, conditions
+        if anchors is not None and anchors.shape != (len(means), means.shape[-2]):
+            raise ValueError(f"anchors must be (clips, latent frames) = {(len(means), means.shape[-2])}, got {anchors.shape}")
+        self.means, self.stds, self.conditions, self.anchors = means, stds, conditions, anchors
         self.crop = crop_frames if 0 < crop_frames < means.shape[-2] else 0
 
     def __len__(self) -> int:
@@ -118,6 +157,7 @@ class LatentConditions(Dataset):
             index = item[0] if isinstance(item, tuple) else item
             return self.means[index], self.stds[index], self.conditions[index]
         index, rng = sample_rng(item)
-        start = int(rng.integers(0, self.means.shape[-2] - self.crop + 1))
+        anchors = None if self.anchors is None else self.anchors[index]
+        start = crop_start(rng, self.means.shape[-2], self.crop, anchors)
         window = slice(start, start + self.crop)
         return self.means[index, :, window], self.stds[index, :, window], self.conditions[index]

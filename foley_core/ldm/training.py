@@ -41,6 +41,7 @@ from foley_core.ldm.data import (
     MelCrops,
     VocoderSegments,
     compute_log_mels,
+    event_anchors,
     conditioning_matrix,
     load_waveforms,
     split_rows,
@@ -197,8 +198,10 @@ def train_vae(profile: Profile, manifest: pd.DataFrame, out_dir: Path, *, work_d
     vae = init if init is not None else build_vae(cfg)
     multiple = vae_downsampling(vae)
     crop = cfg.crop_frames - cfg.crop_frames % multiple
-    images = norm.normalise(pad_frames(log_mels, multiple))
-    data = InMemoryDataModule(MelCrops(images, crop), cfg.batch_size, profile.trainer.num_workers, profile.seed)
+    log_mels = pad_frames(log_mels, multiple)
+    images = norm.normalise(log_mels)
+    data = InMemoryDataModule(MelCrops(images, crop, event_anchors(log_mels, log_mels.shape[-2])), cfg.batch_size,
+                              profile.trainer.num_workers, profile.seed)
     module = VaeModule(vae, cfg)
     run, _ = fit(profile, "vae", module, data, cfg.steps, _work_dir(out_dir, work_dir, "vae", key), callbacks,
                  cfg.precision)
@@ -314,13 +317,13 @@ def train_unet(profile: Profile, manifest: pd.DataFrame, conditioning: Condition
     if unet.config.projection_class_embeddings_input_dim != conditions.shape[1]:
         raise ValueError(f"conditioning dim {conditions.shape[1]} != UNet's {unet.config.projection_class_embeddings_input_dim}")
     multiple = vae_downsampling(vae) * unet_downsampling(unet)
-    images = norm.normalise(pad_frames(compute_log_mels(load_waveforms(train, profile.audio), MelFrontEnd(profile.audio)), multiple))
-    means, stds = _encode_posteriors(vae, images, vae.config.scaling_factor)
+    log_mels = pad_frames(compute_log_mels(load_waveforms(train, profile.audio), MelFrontEnd(profile.audio)), multiple)
+    means, stds = _encode_posteriors(vae, norm.normalise(log_mels), vae.config.scaling_factor)
     if cfg.crop_frames % unet_downsampling(unet):
         raise ValueError(f"ldm.unet.crop_frames={cfg.crop_frames} must be a multiple of the UNet's time "
                          f"downsampling ({unet_downsampling(unet)})")
-    data = InMemoryDataModule(LatentConditions(means, stds, conditions, cfg.crop_frames), cfg.batch_size,
-                              profile.trainer.num_workers, profile.seed)
+    crops = LatentConditions(means, stds, conditions, cfg.crop_frames, event_anchors(log_mels, means.shape[-2]))
+    data = InMemoryDataModule(crops, cfg.batch_size, profile.trainer.num_workers, profile.seed)
     scheduler = scheduler if scheduler is not None else build_train_scheduler(cfg)
     module = UnetModule(unet, scheduler, cfg)
     run, _ = fit(profile, "unet", module, data, cfg.steps, _work_dir(out_dir, work_dir, "unet", key), callbacks,

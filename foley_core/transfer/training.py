@@ -94,7 +94,7 @@ def finetune_generator(profile: Profile, base, train: pd.DataFrame, train_what: 
                                     init_lora_weights="gaussian"))
     rows = train.rename(columns={"class": "class_"})  # the main fine-tune's column name
     index, texts = _clip_texts(rows, profile)
-    means, stds = _latents(components, rows, profile)
+    means, stds, _ = _latents(components, rows, profile)
     # Bounded text batches (finetune.text_batch_size): an AudioLDM conditioner's RoBERTa pads to 512 tokens
     base.conditioner.text_batch_size = profile.finetune.text_batch_size
     with torch.no_grad():
