@@ -41,8 +41,8 @@ from foley_core.ldm.data import (
     MelCrops,
     VocoderSegments,
     compute_log_mels,
-    event_anchors,
     conditioning_matrix,
+    event_anchors,
     load_waveforms,
     split_rows,
 )  # fmt: skip
