@@ -256,7 +256,8 @@ def test_foley_finetune_embeds_its_texts_in_bounded_batches(roberta_audioldm, tm
         raise Stop
 
     rows = pd.DataFrame({"class": "DogBark", "caption": [f"a dog barking, take {i}" for i in range(1500)]})
-    monkeypatch.setattr(transfer, "_latents", lambda components, rows, profile: (torch.zeros(len(rows), 8, 4, 4),) * 2)
+    monkeypatch.setattr(transfer, "_latents", lambda components, rows, profile: (
+        *(torch.zeros(len(rows), 8, 4, 4),) * 2, np.tile(np.linspace(0.25, 1.0, 4), (len(rows), 1))))
     monkeypatch.setattr(transfer, "LatentConditions", stop)
     profile = _smoke_with_audioldm(tmp_path, roberta_audioldm, finetune={"text_batch_size": 32})
     base = FoleyPipeline.from_audioldm(roberta_audioldm)
