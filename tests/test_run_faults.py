@@ -61,13 +61,10 @@ def test_kill_9_during_training_then_rerun_completes_with_the_uninterrupted_mode
     """One trained smoke pipeline serves three faults (issue 21: the tests never train the same thing
     twice): a second `foley run` on the same artifacts while the first trains exits 2 and says why; a
     `kill -9` mid-training leaves no model; the rerun resumes from the checkpoint and makes the same
-    model version as an uninterrupted run in another folder, which trains meanwhile, side by side."""
-    reference = tmp_path / "uninterrupted"  # a teammate's clone: started now, checked at the end
-    reference.mkdir()
-    clean = _start_run(reference, _profile_file(reference, unet_steps=200))  # its output in reference/run.log
+    model version as an uninterrupted run in another folder."""
+    profile = _profile_file(tmp_path, unet_steps=200)
+    first = _start_run(tmp_path, profile)
     try:
-        profile = _profile_file(tmp_path, unet_steps=200)
-        first = _start_run(tmp_path, profile)
         _wait_for(lambda: (tmp_path / "artifacts" / "dataset").is_dir(), first, tmp_path, timeout=240)
         second = subprocess.run([*FOLEY, "run", "--profile", str(profile)], env=_env(tmp_path), cwd=tmp_path,
                                 capture_output=True, text=True, timeout=120)
@@ -76,27 +73,30 @@ def test_kill_9_during_training_then_rerun_completes_with_the_uninterrupted_mode
         assert "another foley run" in message and str(first.pid) in message, message
 
         _wait_for(lambda: _unet_checkpoints(tmp_path), first, tmp_path, timeout=240)
-        os.kill(first.pid, signal.SIGKILL)  # mid-UNet-training: a checkpoint exists, the model does not
-        first.wait()
-        assert not (tmp_path / "artifacts" / "pipelines" / "latest").exists()
-
-        # a holder killed with -9 releases the run lock (flock), and its "compute" pool slot is freed
-        rerun = subprocess.run([*FOLEY, "run", "--profile", str(profile)], env=_env(tmp_path), cwd=tmp_path,
-                               capture_output=True, text=True, timeout=600)
-        assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-        # the dead run held the "compute" pool slot: without marking it failed, the rerun waits forever
-        assert "was killed before it ended: marked failed" in rerun.stdout, rerun.stdout[-3000:]
-        assert (tmp_path / "artifacts" / "pipelines" / "latest").resolve().is_dir()
-        assert (tmp_path / "outputs" / "latest" / "report.html").is_file()
-        unet_metrics = json.loads((tmp_path / "artifacts" / "ldm" / "unet" / "metrics.json").read_text())
-        assert unet_metrics["steps"] == 200
-        assert unet_metrics["resumed_from_step"] > 0, unet_metrics  # resumed, not restarted
-
-        # identical weights, whether or not the run was killed and resumed on the way
-        assert clean.wait(timeout=600) == 0, (reference / "run.log").read_text()[-3000:]
     finally:
-        if clean.poll() is None:
-            clean.kill()
-            clean.wait()
+        if first.poll() is None:  # mid-UNet-training: a checkpoint exists, the model does not
+            os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    assert not (tmp_path / "artifacts" / "pipelines" / "latest").exists()
+
+    # a holder killed with -9 releases the run lock (flock), and its "compute" pool slot is freed
+    rerun = subprocess.run([*FOLEY, "run", "--profile", str(profile)], env=_env(tmp_path), cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    # the dead run held the "compute" pool slot: without marking it failed, the rerun waits forever
+    assert "was killed before it ended: marked failed" in rerun.stdout, rerun.stdout[-3000:]
+    assert (tmp_path / "artifacts" / "pipelines" / "latest").resolve().is_dir()
+    assert (tmp_path / "outputs" / "latest" / "report.html").is_file()
+    unet_metrics = json.loads((tmp_path / "artifacts" / "ldm" / "unet" / "metrics.json").read_text())
+    assert unet_metrics["steps"] == 200
+    assert unet_metrics["resumed_from_step"] > 0, unet_metrics  # resumed, not restarted
+
+    # An uninterrupted run in another folder (a teammate's clone) makes the same model version:
+    # identical weights, whether or not the run was killed and resumed on the way.
+    reference = tmp_path / "uninterrupted"
+    reference.mkdir()
+    clean = subprocess.run([*FOLEY, "run", "--profile", str(_profile_file(reference, unet_steps=200))],
+                           env=_env(reference), cwd=reference, capture_output=True, text=True, timeout=600)
+    assert clean.returncode == 0, clean.stdout[-3000:] + clean.stderr[-3000:]
     version = (tmp_path / "artifacts" / "pipelines" / "latest").resolve().name
     assert (reference / "artifacts" / "pipelines" / "latest").resolve().name == version
