@@ -20,7 +20,7 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 from dagster import executor, multiple_process_executor_requirements
-from dagster._core.execution.retries import RetryMode
+from dagster_celery import celery_executor
 from dagster_celery.core_execution_loop import core_celery_execution_loop
 from dagster_celery.defaults import broker_transport_options
 from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, _submit_task
@@ -154,4 +154,5 @@ def foley_celery_executor(init_context):
     config = init_context.executor_config
     return FoleyCeleryExecutor(broker=config.get("broker"), backend=config.get("backend"),
                                config_source=config.get("config_source"), include=config.get("include"),
-                               retries=RetryMode.from_config(config["retries"]))
+                               # the retry mode as dagster-celery's own executor reads it from the config
+                               retries=celery_executor.executor_creation_fn(init_context).retries)

@@ -35,14 +35,13 @@ from dagster import (
     AssetSelection,
     DagsterInstance,
     Definitions,
+    ExecuteInProcessResult,
     JobDefinition,
+    JobExecutionResult,
     build_reconstructable_job,
     define_asset_job,
     execute_job,
 )
-from dagster._core.execution.execution_result import ExecutionResult
-from dagster._core.execution.job_execution_result import JobExecutionResult
-from dagster._core.storage.tags import PARTITION_NAME_TAG
 from kombu import Connection
 
 from foley_core.core.fsutil import check_shared_folder
@@ -60,6 +59,8 @@ from orchestration.celery_executor import (
 )
 from orchestration.definitions import build_definitions
 
+# Dagster's run tag for a partition (the UI and `dagster asset materialize --partition` set the same)
+PARTITION_TAG = "dagster/partition"
 JOB = "foley_run_steps"  # the job `foley run` launches on the workers: the stale assets of one group
 
 
@@ -128,7 +129,7 @@ class Launched:
     error: str | None = None  # why it failed, in a line or two
 
     @classmethod
-    def of(cls, result: ExecutionResult, error: str | None = None) -> Launched:
+    def of(cls, result: ExecuteInProcessResult | JobExecutionResult, error: str | None = None) -> Launched:
         return cls(result.run_id, result.success, [(e.asset_key.path[-1], e.check_name, e.passed)
                                                    for e in result.get_asset_check_evaluations()], error)
 
@@ -142,7 +143,7 @@ def run_steps(profile_name: str, overrides: dict | None, keys: list[AssetKey], p
     config = {**run_config, "execution": {"config": executor_config()}}
     with DagsterInstance.get() as instance:
         result = execute_job(job, instance=instance, run_config=config, raise_on_error=False,
-                             tags={**tags, **({PARTITION_NAME_TAG: partition} if partition else {})})
+                             tags={**tags, **({PARTITION_TAG: partition} if partition else {})})
         if not result.success:
             instance.event_log_storage.free_concurrency_slots_for_run(result.run_id)
         return Launched.of(result, None if result.success else _why_failed(result))
