@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
+from pydantic import PrivateAttr
 
 from foley_core.core.config import Profile, load_profile
 from foley_core.core.layout import layout
@@ -33,9 +34,14 @@ class ArtifactIOManager(ConfigurableIOManager):
 
     name: str = "cpu"
     overrides_json: str = "{}"
+    # the layout, read once per manager: each input and output used to parse and validate the
+    # profile again (a smoke run did it ~100 times)
+    _where = PrivateAttr(default=None)
 
     def _layout(self):
-        return layout(load_profile(self.name, json.loads(self.overrides_json)))
+        if self._where is None:
+            self._where = layout(load_profile(self.name, json.loads(self.overrides_json)))
+        return self._where
 
     def handle_output(self, context: OutputContext, obj: Artifact) -> None:
         if not isinstance(obj, Artifact):
