@@ -39,6 +39,7 @@ from foley_core.core.config import DCASE_CLASS_IDS, load_profile
 from foley_core.core.layout import layout
 from foley_core.data.sources import UNLABELLED
 from foley_core.generation.pipeline import FoleyPipeline
+from foley_core.generation.prompts import candidate_prompts
 
 # the module's shared stand-in run trains, generates and fine-tunes on the dev set: on 2 loaded
 # cores its setup alone has passed the suite's 900 s per-test limit
@@ -97,17 +98,16 @@ def _fingerprint(module: torch.nn.Module) -> float:
     return float(next(module.parameters()).detach().float().sum())
 
 
+def _prompts_of(profile, classes) -> set[str]:
+    """Every prompt these classes may generate with: the prompt search (class_prompts) picks any of a
+    class's candidates (configured prompts, held-out paraphrases), not always the first configured one."""
+    return {c["prompt"] for label in classes for c in candidate_prompts(profile, label)}
+
+
 def _big_prompts(profile) -> set[str]:
-    """Every prompt a `model: big` class may generate with: the prompt search (class_prompts) picks any of
-    the class's candidates (configured prompts, held-out paraphrases), not always the first configured
-    one; no other class shares one of them."""
-    from foley_core.generation.prompts import candidate_prompts
-
-    def prompts(classes) -> set[str]:
-        return {c["prompt"] for label in classes for c in candidate_prompts(profile, label)}
-
-    big = prompts(profile.classes_of("big"))
-    assert big and not big & prompts(set(profile.class_names) - set(profile.classes_of("big")))
+    """Every prompt a `model: big` class may generate with; no other class shares one of them."""
+    big = _prompts_of(profile, profile.classes_of("big"))
+    assert big and not big & _prompts_of(profile, set(profile.class_names) - set(profile.classes_of("big")))
     return big
 
 
@@ -435,10 +435,8 @@ def test_the_graph_fine_tunes_the_unet_on_the_dev_set_and_gates_it(paper):
     weights = "unet/diffusion_pytorch_model.safetensors"
     tuned, imported = load_file(where.transfer(DEV_SET) / "model/ldm" / weights), load_file(where.ldm / weights)
     assert tuned.keys() == imported.keys() and any(not torch.equal(tuned[k], imported[k]) for k in tuned)
-    from foley_core.generation.prompts import candidate_prompts
-
     gated = {c["prompt"] for c in paper["seen"]["calls"] if c["phase"] == "transfer"}
     # each class generates with the prompt its search chose (any of its candidates), not always the first
-    by_class = {label: gated & {c["prompt"] for c in candidate_prompts(profile, label)} for label in small_classes}
+    by_class = {label: gated & _prompts_of(profile, [label]) for label in small_classes}
     assert all(len(prompts) == 1 for prompts in by_class.values()), by_class
     assert gated == set().union(*by_class.values()), gated
